@@ -1,0 +1,8 @@
+"""``python -m gptref`` is the ``gptref`` command."""
+
+import sys
+
+from gptref.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
