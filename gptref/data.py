@@ -19,7 +19,8 @@ from gptref.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, gpt2_tokenizer
 
 T = TypeVar("T", str, list, torch.Tensor)
 
-_SEED_LIMIT = 2**32  # seed and epoch are packed into one 64-bit generator seed
+_SEED_LIMIT = 2**32  # torch's CPU generator uses 32 bits of its seed
+_GOLDEN = 0x9E3779B1  # odd: seed -> seed * _GOLDEN mod 2**32 is a bijection
 
 
 def split(data: T, train_ratio: float = 0.9) -> tuple[T, T]:
@@ -79,7 +80,11 @@ def chunk(
 
 def as_token_tensor(where: str, token_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
     """Validate token ids: 1-D, integer, non-negative -> int64 (N,) (a view when already int64)."""
-    ids = token_ids if isinstance(token_ids, torch.Tensor) else torch.as_tensor(token_ids)
+    if isinstance(token_ids, torch.Tensor):
+        ids = token_ids
+    else:
+        # an empty list would otherwise become float32
+        ids = torch.as_tensor(token_ids) if len(token_ids) else torch.zeros(0, dtype=torch.int64)
     if ids.dim() != 1:
         raise ValueError(f"{where}: token_ids must be 1-D, got shape {tuple(ids.shape)}")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
@@ -106,7 +111,8 @@ def batch_order(
 
     A pure function of its arguments. With ``shuffle`` the order is
     ``torch.randperm(n_samples)`` from a private generator seeded with
-    ``seed * 2**32 + epoch``; otherwise ``0..n-1``. With ``world_size > 1`` the last
+    ``(seed * 0x9E3779B1 + epoch) mod 2**32`` (distinct for distinct epochs of one
+    seed, and for distinct seeds at one epoch); otherwise ``0..n-1``. With ``world_size > 1`` the last
     ``n_samples % world_size`` indices of that order are dropped and rank ``r`` takes
     every ``world_size``-th index from position ``r``, so shards are disjoint and
     equal in length, and the ranks' ``j``-th batches together are one contiguous
@@ -287,7 +293,9 @@ def create_dataloader(
     global RNG is neither read nor advanced; call ``loader.batch_sampler.set_epoch(e)``
     to move to epoch ``e``.
     """
-    _check_positive("create_dataloader", batch_size=batch_size, max_length=max_length, stride=stride)
+    _check_positive(
+        "create_dataloader", batch_size=batch_size, max_length=max_length, stride=stride
+    )
     if num_workers < 0:
         raise ValueError(f"create_dataloader: num_workers must be >= 0, got {num_workers}")
     dataset = GPTDataset(txt, tokenizer, max_length, stride)
@@ -341,7 +349,9 @@ def _generator(where: str, seed: int, epoch: int) -> torch.Generator:
         raise ValueError(f"{where}: seed must be in [0, 2**32), got {seed}")
     if not 0 <= epoch < _SEED_LIMIT:
         raise ValueError(f"{where}: epoch must be in [0, 2**32), got {epoch}")
-    return torch.Generator().manual_seed(seed * _SEED_LIMIT + epoch)
+    # torch's CPU generator (mt19937) keeps only 32 bits of its seed, so seed and epoch
+    # are mixed into 32 bits: an odd multiplier makes the map one-to-one in each of them
+    return torch.Generator().manual_seed((seed * _GOLDEN + epoch) % _SEED_LIMIT)
 
 
 def _check_positive(where: str, **values: int) -> None:
