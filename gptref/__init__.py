@@ -1,6 +1,15 @@
 """gptref: the reference GPT pretraining data path and training step of
 "Build a Large Language Model (From Scratch)" (chapters 2 and 5, appendix D)."""
 
+from gptref.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    load_config,
+    load_state_dict,
+    restore_rng,
+    save_checkpoint,
+    save_state_dict,
+)
 from gptref.data import (
     BatchOrderSampler,
     GPTDataset,
@@ -13,22 +22,78 @@ from gptref.data import (
     split,
     tokenize,
 )
+from gptref.generate import generate, generate_text_simple
+from gptref.loss import calc_loss_batch, calc_loss_loader, perplexity
+from gptref.model import (
+    GPT_CONFIG_124M,
+    GPT_CONFIG_355M,
+    GPT_CONFIG_774M,
+    GPT_CONFIG_1558M,
+    GPT_CONFIG_SMALL,
+    GPT_CONFIG_TINY,
+    GPTConfig,
+    GPTModel,
+)
+from gptref.schedule import appendix_d_lr, lr_at
 from gptref.tokenizer import gpt2_tokenizer, text_to_token_ids, token_ids_to_text
+from gptref.train import History, NonFiniteError, StepResult, evaluate, train, train_step
+from gptref.weights import (
+    config_from_hf,
+    export_hf,
+    gptref_to_hf,
+    hf_to_gptref,
+    import_hf,
+    load_hf_safetensors,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GPT_CONFIG_124M",
+    "GPT_CONFIG_355M",
+    "GPT_CONFIG_774M",
+    "GPT_CONFIG_1558M",
+    "GPT_CONFIG_SMALL",
+    "GPT_CONFIG_TINY",
     "BatchOrderSampler",
+    "GPTConfig",
     "GPTDataset",
+    "GPTModel",
+    "History",
+    "NonFiniteError",
+    "StepResult",
+    "appendix_d_lr",
     "batch_order",
     "batches",
+    "calc_loss_batch",
+    "calc_loss_loader",
+    "capture_rng",
     "chunk",
     "collate",
+    "config_from_hf",
     "create_dataloader",
+    "evaluate",
+    "export_hf",
+    "generate",
+    "generate_text_simple",
     "gpt2_tokenizer",
+    "gptref_to_hf",
+    "hf_to_gptref",
+    "import_hf",
+    "load_checkpoint",
+    "load_config",
+    "load_hf_safetensors",
+    "load_state_dict",
+    "lr_at",
     "num_chunks",
+    "perplexity",
+    "restore_rng",
+    "save_checkpoint",
+    "save_state_dict",
     "split",
     "text_to_token_ids",
     "token_ids_to_text",
     "tokenize",
+    "train",
+    "train_step",
 ]

@@ -1,11 +1,39 @@
-"""The ``gptref`` command line: argparse only; the work lives in the library modules."""
+"""The ``gptref`` command line: argparse only; the work lives in ``gptref.run`` and friends.
+
+Every user error ends as one line on stderr and exit status 2 (``--debug`` shows the
+traceback instead).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from gptref import __version__
+
+EPILOG = """\
+examples:
+  gptref train                                  # a small GPT on the built-in corpus, ~2-3 min on CPU
+  gptref train --book --text the-verdict.txt    # the book's chapter-5 run (GPT-124M, 10 epochs)
+  gptref eval --checkpoint runs/NAME            # loss and perplexity of a trained run
+  gptref generate --checkpoint runs/NAME --prompt "Every effort moves you" --temperature 1.4 --top-k 25
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,16 +43,183 @@ def build_parser() -> argparse.ArgumentParser:
             "gptref: the reference GPT pretraining data path and training step of "
             "'Build a Large Language Model (From Scratch)' (chapters 2 and 5, appendix D)."
         ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"gptref {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train a GPT and evaluate it (default: a small model on the built-in corpus)",
+        description=(
+            "Train a GPT on text files, or with no --text on the built-in corpus (Python's "
+            "documentation topics, ~0.5 MB, shipped with every CPython). Writes --out DIR: "
+            "metrics.jsonl, loss.png, config.json and checkpoint/. Ctrl-C saves a checkpoint; "
+            "--resume DIR continues it exactly."
+        ),
+    )
+    t.add_argument("--text", nargs="+", metavar="FILE", help="UTF-8 text files (several are joined by <|endoftext|>)")  # fmt: skip
+    t.add_argument("--book", action="store_true", help="the book's chapter-5 settings: GPT-124M, context 256, batch 2, AdamW 4e-4/0.1, 10 epochs, eval 5/5, seed 123, book-mode loaders")  # fmt: skip
+    t.add_argument("--preset", choices=["tiny", "small", "124M"], help="model size (default: small, ~14M parameters)")  # fmt: skip
+    t.add_argument("--context", type=_positive_int, metavar="N", help="context length (default: the preset's)")  # fmt: skip
+    t.add_argument("--stride", type=_positive_int, metavar="N", help="window stride (default: the context)")  # fmt: skip
+    t.add_argument("--batch-size", type=_positive_int, metavar="N", help="sequences per step (default 8)")  # fmt: skip
+    steps = t.add_mutually_exclusive_group()
+    steps.add_argument("--epochs", type=_positive_int, metavar="N", help="passes over the training split (default 1)")  # fmt: skip
+    steps.add_argument("--max-steps", type=_positive_int, metavar="N", help="stop after N optimizer steps (default: one epoch)")  # fmt: skip
+    t.add_argument("--lr", type=_number, metavar="X", help="(peak) learning rate (default 1e-3)")
+    t.add_argument("--weight-decay", type=_number, metavar="X", help="AdamW weight decay (default 0.1)")  # fmt: skip
+    t.add_argument("--warmup", type=_positive_int, metavar="N", help="linear warmup steps, then cosine decay")  # fmt: skip
+    t.add_argument("--min-lr", type=_number, metavar="X", help="cosine decay ends exactly at X on the last step")  # fmt: skip
+    t.add_argument("--grad-clip", type=_number, metavar="X", help="clip the gradient norm to X")
+    t.add_argument("--eval-freq", type=_positive_int, metavar="N", help="evaluate every N steps (default 25)")  # fmt: skip
+    t.add_argument("--eval-iter", type=_positive_int, metavar="N", help="batches per evaluation (default 5)")  # fmt: skip
+    t.add_argument("--train-ratio", type=_number, metavar="X", help="share of characters for training (default 0.9)")  # fmt: skip
+    t.add_argument("--seed", type=_positive_int, metavar="N", help="seed for weights, batches and dropout (default 123)")  # fmt: skip
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when available")  # fmt: skip
+    t.add_argument("--dtype", choices=["float32", "bfloat16"], help="bfloat16: autocast (about 2-4x faster on recent CPUs)")  # fmt: skip
+    t.add_argument("--attn", choices=["reference", "sdpa"], help="attention implementation (default reference: the book's ops)")  # fmt: skip
+    t.add_argument("--out", metavar="DIR", help="run directory (default runs/<timestamp>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly (its settings win)")  # fmt: skip
+    t.add_argument("--prompt", default="Every effort moves you", help="start context for samples")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("eval", help="loss and perplexity of a checkpoint", description="Loss (batch- and token-weighted) and perplexity of a checkpoint, on --text files or on its run's own splits.")  # fmt: skip
+    e.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory or its checkpoint/")  # fmt: skip
+    e.add_argument("--text", nargs="+", metavar="FILE", help="evaluate on these files instead")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--json", action="store_true", help="print JSON")
+
+    g = sub.add_parser("generate", help="continue a prompt with a checkpoint's model", description="Continue --prompt: greedy by default; --temperature > 0 samples (with --top-k), seeded by --seed.")  # fmt: skip
+    g.add_argument("--checkpoint", required=True, metavar="DIR", help="a run directory or its checkpoint/")  # fmt: skip
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=_positive_int, default=50, metavar="N")
+    g.add_argument("--temperature", type=_number, default=0.0, metavar="X")
+    g.add_argument("--top-k", type=_positive_int, metavar="N")
+    g.add_argument("--seed", type=_positive_int, default=123, metavar="N")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    w = sub.add_parser("weights", help="import/export Hugging Face GPT-2 weights", description="Convert between a Hugging Face GPT-2 model.safetensors and a gptref checkpoint, offline.")  # fmt: skip
+    wsub = w.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    wi = wsub.add_parser("import-hf", help="HF model.safetensors -> gptref checkpoint directory")
+    wi.add_argument("--safetensors", required=True, metavar="PATH")
+    wi.add_argument("--out", required=True, metavar="DIR")
+    wx = wsub.add_parser("export-hf", help="gptref checkpoint -> HF model.safetensors")
+    wx.add_argument("--checkpoint", required=True, metavar="DIR")
+    wx.add_argument("--out", required=True, metavar="PATH")
     return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import time
+
+    from gptref.run import BOOK, RunConfig, train_run
+
+    base = BOOK if args.book else RunConfig()
+    flags = {
+        "preset": args.preset, "context": args.context, "stride": args.stride,
+        "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+        "warmup": args.warmup, "min_lr": args.min_lr, "grad_clip": args.grad_clip,
+        "eval_freq": args.eval_freq, "eval_iter": args.eval_iter, "train_ratio": args.train_ratio,
+        "seed": args.seed, "dtype": args.dtype, "attn": args.attn,
+    }  # fmt: skip
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if args.epochs is not None:
+        changes.update(epochs=args.epochs, max_steps=None)
+    if args.max_steps is not None:
+        changes.update(max_steps=args.max_steps, epochs=10**6)
+    run = dataclasses.replace(base, **changes)
+    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    summary = train_run(
+        run, texts=args.text, out=out, device=args.device, prompt=args.prompt,
+        resume=args.resume, progress=not args.no_progress,
+    )  # fmt: skip
+    s = summary
+    print(
+        f"\n{'stopped early (Ctrl-C): ' if s['interrupted'] else ''}"
+        f"{s['steps']} steps, {s['tokens_seen']:,} tokens seen in {s['wall_seconds']:.0f} s "
+        f"({s['tokens_per_second']:,.0f} tokens/s)\n"
+        f"final train loss {s['train_loss']:.3f}, val loss {s['val_loss']:.3f} "
+        f"(val perplexity {s['val_perplexity']:,.1f})\n"
+        f"sample: {s['sample']!r}\n"
+        f"wrote {s['run_dir']}/: metrics.jsonl, {'loss.png, ' if s['plot'] else ''}config.json, checkpoint/"
+    )
+    if not s["plot"]:
+        print("(no loss.png: install matplotlib, e.g. pip install 'gptref[plot]')")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from gptref.run import eval_run
+
+    results = eval_run(args.checkpoint, texts=args.text, device=args.device)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for name, r in results.items():
+        print(
+            f"{name}: loss {r['loss_token_weighted']:.4f} (token-weighted), "
+            f"{r['loss_batch_weighted']:.4f} (batch-weighted, the book's), "
+            f"perplexity {r['perplexity']:,.2f}, {r['batches']} batches"
+        )
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from gptref.run import generate_run
+
+    print(
+        generate_run(
+            args.checkpoint,
+            args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+            device=args.device,
+        )  # fmt: skip
+    )
+    return 0
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from gptref import weights
+
+    if args.weights_command == "import-hf":
+        path = weights.import_hf(args.safetensors, args.out)
+        print(f"wrote gptref checkpoint {path}")
+    else:
+        path = weights.export_hf(args.checkpoint, args.out)
+        print(f"wrote Hugging Face safetensors {path}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "generate": _generate, "weights": _weights}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, TypeError, OSError, FloatingPointError) as e:
+        if args.debug:
+            raise
+        print(f"gptref {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"gptref {args.command}: aborted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

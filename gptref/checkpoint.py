@@ -1,0 +1,506 @@
+"""Checkpoints: a directory of safetensors weights + training state, written atomically.
+
+Layout of a checkpoint directory::
+
+    model.safetensors   the model's state dict (parameters and persistent buffers, e.g. the
+                        attention ``mask``); aliased entries are stored once (see below)
+    state.pt            step, epoch, batch_in_epoch, history, optimizer state, RNG states,
+                        extra: tensors and plain containers only, so it loads with
+                        ``torch.load(weights_only=True)``
+    config.json         the model config as a JSON object
+    manifest.json       written last: format, version and each file's size and SHA-256
+
+Atomicity: everything is written into ``<name>.tmp-<pid>-<random>`` beside the target
+and fsynced, the manifest last; then an existing checkpoint is renamed to
+``<name>.old-<pid>-<random>``, the new one renamed to ``<name>`` and the old one deleted.
+A save interrupted before the renames leaves the previous checkpoint untouched (and at
+most a ``.tmp-`` directory, which fails to load until its manifest is written). A crash in
+the instant between the two renames leaves no ``<name>`` but both complete copies beside
+it; ``load_checkpoint`` names them. Loading verifies every file against the manifest, so
+a missing, truncated or altered file is a ValueError, never a silently wrong model.
+One writer per path at a time.
+
+``save_state_dict`` / ``load_state_dict`` read and write the book's ``.pth`` files
+(``torch.save(model.state_dict(), "model.pth")`` and chapter 5's ``{"model_state_dict",
+"optimizer_state_dict"}`` dict) in both directions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import secrets
+import shutil
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+FORMAT = "gptref.checkpoint"
+VERSION = 1
+WEIGHTS, STATE, CONFIG, MANIFEST = "model.safetensors", "state.pt", "config.json", "manifest.json"
+_FILES = (WEIGHTS, STATE, CONFIG)
+_ALIASES_KEY = "gptref.aliases"  # safetensors metadata: {"alias name": "stored name"} as JSON
+_PLAIN = (type(None), bool, int, float, str, bytes)  # exact types torch.load(weights_only) takes
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    step: int,
+    epoch: int,
+    config: Any,
+    history: Any,
+    batch_in_epoch: int = 0,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory at ``path`` atomically (replacing an older one) -> Path.
+
+    ``step``: optimizer updates done so far (the next update's ``global_step``);
+    ``epoch``: the epoch in progress (0-based); ``batch_in_epoch``: batches of that
+    epoch already trained on, so a resumed run skips them (0 at an epoch boundary).
+    ``config``: a GPTConfig (anything with ``to_dict()``), a dataclass or a dict; stored
+    as JSON. ``history``: a dict of lists, or a dataclass / object with ``to_dict()``.
+    ``extra``: anything else to keep (e.g. the RNG state at the start of the epoch); like
+    ``history`` it may hold only tensors, numbers, strings, bytes, None and
+    lists/tuples/dicts of them. The torch CPU RNG, every CUDA device's RNG (when CUDA is
+    available) and Python's ``random`` state are captured as of this call.
+    """
+    path = Path(path)
+    for name, value in (("step", step), ("epoch", epoch), ("batch_in_epoch", batch_in_epoch)):
+        _check_count("save_checkpoint", name, value)
+    config_json = _config_json(config)
+    history = _as_dict("save_checkpoint", "history", history)
+    extra = {} if extra is None else _as_dict("save_checkpoint", "extra", extra)
+    _check_plain("history", history)
+    _check_plain("extra", extra)
+    tensors, aliases = _stored_weights(model)
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": step,
+        "epoch": epoch,
+        "batch_in_epoch": batch_in_epoch,
+        "history": history,
+        "optimizer": None if optimizer is None else optimizer.state_dict(),
+        "rng": capture_rng(),
+        "extra": extra,
+    }
+    _check_replaceable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        metadata = {_ALIASES_KEY: json.dumps(aliases, sort_keys=True)}
+        _write_file(tmp / WEIGHTS, lambda file: save_file(tensors, str(file), metadata=metadata))
+        _write_file(tmp / STATE, lambda file: torch.save(state, file))
+        _write_file(tmp / CONFIG, lambda file: file.write_text(config_json, encoding="utf-8"))
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "torch": torch.__version__,
+            "files": {name: _digest(tmp / name) for name in _FILES},
+        }
+        # the manifest is the commit record: a directory without it is never loadable
+        manifest_json = json.dumps(manifest, indent=2)
+        _write_file(tmp / MANIFEST, lambda file: file.write_text(manifest_json, encoding="utf-8"))
+        _fsync_dir(tmp)
+        _move_into_place(tmp, path)
+    except BaseException:
+        _remove_tree(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any]:
+    """Verify the checkpoint at ``path``, load its weights into ``model`` (and its optimizer
+    state into ``optimizer``) -> state: {step, epoch, batch_in_epoch, history, config, rng,
+    extra, optimizer}.
+
+    Every file is checked against the manifest before ``model`` or ``optimizer`` change;
+    a missing, partial or corrupted checkpoint, or weights that do not fit the model, is a
+    ValueError naming the path. RNG states are *not* restored here: call
+    ``restore_rng(state)`` right before training resumes.
+    """
+    path = Path(path)
+    _verify(path)
+    tensors = _read_weights(path / WEIGHTS)
+    try:
+        state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except Exception as e:  # the digests matched, so the writer itself was broken
+        raise ValueError(f"load_checkpoint: {path} is unreadable: {_one_line(e)}") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"load_checkpoint: {path / STATE} is not gptref training state")
+    _check_fits(f"load_checkpoint: {path / WEIGHTS}", model, tensors)
+    if optimizer is not None:
+        if state["optimizer"] is None:
+            raise ValueError(
+                f"load_checkpoint: {path} was saved without optimizer state; "
+                "call load_checkpoint(path, model) and start a fresh optimizer"
+            )
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ValueError(
+                f"load_checkpoint: the optimizer state in {path} does not fit the optimizer: "
+                f"{_one_line(e)}"
+            ) from e
+    model.load_state_dict(tensors)
+    return {
+        "step": state["step"],
+        "epoch": state["epoch"],
+        "batch_in_epoch": state["batch_in_epoch"],
+        "history": state["history"],
+        "config": config,
+        "rng": state["rng"],
+        "extra": state["extra"],
+        "optimizer": state["optimizer"],
+    }
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """-> the config dict of the checkpoint at ``path`` (verified), to build the model with
+    before ``load_checkpoint``: ``GPTModel(GPTConfig.from_dict(load_config(path)))``."""
+    path = Path(path)
+    _verify(path)
+    return json.loads((path / CONFIG).read_text(encoding="utf-8"))
+
+
+def capture_rng() -> dict[str, Any]:
+    """-> {"torch": uint8 tensor, "cuda": [uint8 tensor per device], "python": random.getstate()}.
+
+    ``cuda`` is empty when CUDA is not available. numpy's global RNG is not captured
+    (nothing in gptref draws from it)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"torch": torch.get_rng_state(), "cuda": list(cuda), "python": random.getstate()}
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    """Set the global RNGs from ``load_checkpoint``'s state (or its ``"rng"`` entry, or
+    ``capture_rng()``): torch CPU, Python ``random``, and CUDA when both the checkpoint and
+    this process have it (a device-count mismatch restores the common devices and warns)."""
+    rng = state.get("rng", state)
+    if "torch" not in rng:
+        raise ValueError(
+            f"restore_rng: expected the state load_checkpoint returns or capture_rng()'s dict, "
+            f"got keys {sorted(rng)}"
+        )
+    torch.set_rng_state(rng["torch"])
+    if "python" in rng:
+        random.setstate(rng["python"])
+    cuda = rng.get("cuda") or []
+    if cuda and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        if len(cuda) != n:
+            warnings.warn(
+                f"restore_rng: the checkpoint has {len(cuda)} CUDA RNG states, this process sees "
+                f"{n} devices; restoring the first {min(n, len(cuda))}",
+                stacklevel=2,
+            )
+        for device, s in enumerate(cuda[:n]):
+            torch.cuda.set_rng_state(s, device)
+
+
+def save_state_dict(
+    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> Path:
+    """Write the book's ``.pth`` atomically -> Path: ``model.state_dict()``, or with an
+    optimizer chapter 5's ``{"model_state_dict": ..., "optimizer_state_dict": ...}``.
+
+    The book loads it with ``model.load_state_dict(torch.load(path, weights_only=True))``
+    (resp. ``checkpoint["model_state_dict"]``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"save_state_dict: {path} is a directory; give a file name like model.pth")
+    obj: Any = model.state_dict()
+    if optimizer is not None:
+        obj = {"model_state_dict": obj, "optimizer_state_dict": optimizer.state_dict()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        _write_file(tmp, lambda file: torch.save(obj, file))
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_state_dict(
+    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> None:
+    """Load a book-format ``.pth`` (a state dict, or chapter 5's ``{"model_state_dict",
+    "optimizer_state_dict"}``) into ``model`` (and ``optimizer``), with ``weights_only=True``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"load_state_dict: {path} is a directory; for a gptref checkpoint use load_checkpoint"
+        )
+    if not path.is_file():
+        raise ValueError(f"load_state_dict: no file at {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"load_state_dict: {path} is not a weights-only torch file: {_one_line(e)}"
+        ) from e
+    optim_state = None
+    if isinstance(obj, Mapping) and "model_state_dict" in obj:
+        obj, optim_state = obj["model_state_dict"], obj.get("optimizer_state_dict")
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"load_state_dict: {path} holds a {type(obj).__name__}, not a state dict")
+    if optimizer is not None and optim_state is None:
+        raise ValueError(
+            f"load_state_dict: {path} has no optimizer_state_dict; load without an optimizer"
+        )
+    _check_fits(f"load_state_dict: {path}", model, obj)
+    if optimizer is not None:
+        optimizer.load_state_dict(optim_state)
+    model.load_state_dict(obj)
+
+
+# ---------------------------------------------------------------- weights
+
+
+def _stored_weights(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """-> (tensors to store, {alias: stored name}): safetensors refuses tensors sharing memory.
+
+    An entry that is exactly another entry (tied weights) is stored once and recorded as an
+    alias; any other overlap of storage gets its own copy. Values go to CPU, contiguous."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    views: dict[tuple, str] = {}
+    storages: set[tuple] = set()
+    for name, value in model.state_dict().items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"save_checkpoint: state dict entry {name!r} is a {type(value).__name__}, not a "
+                "tensor; safetensors stores tensors only"
+            )
+        t = value.detach()
+        storage = (t.device, t.untyped_storage().data_ptr())
+        view = (*storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if t.numel() and view in views:
+            aliases[name] = views[view]
+            continue
+        shared = t.numel() > 0 and storage in storages
+        if t.numel():
+            views[view] = name
+            storages.add(storage)
+        t = t.to("cpu")
+        tensors[name] = t.clone() if shared else t.contiguous()
+    return tensors, aliases
+
+
+def _read_weights(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        aliases = json.loads(metadata.get(_ALIASES_KEY, "{}"))
+    except Exception as e:
+        raise ValueError(f"load_checkpoint: {file} is unreadable: {_one_line(e)}") from e
+    for alias, stored in aliases.items():
+        tensors[alias] = tensors[stored]
+    return tensors
+
+
+def _check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> None:
+    """Same keys and shapes as model.state_dict(), checked before anything is copied."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{where} does not fit the model: missing {_few(missing)}, unexpected "
+            f"{_few(unexpected)}; build the model from the checkpoint's config"
+        )
+    for name, value in expected.items():
+        got = tensors[name]
+        if isinstance(value, torch.Tensor) and tuple(got.shape) != tuple(value.shape):
+            raise ValueError(
+                f"{where} does not fit the model: {name} has shape {tuple(got.shape)}, the "
+                f"model's is {tuple(value.shape)}; build the model from the checkpoint's config"
+            )
+
+
+# ---------------------------------------------------------------- files
+
+
+def _write_file(file: Path, write: Callable[[Path], Any]) -> None:
+    """Create ``file`` with ``write(file)`` and fsync it: on disk before anything refers to it."""
+    write(file)
+    with open(file, "r+b") as f:
+        os.fsync(f.fileno())
+
+
+def _digest(file: Path) -> dict[str, Any]:
+    h, size = hashlib.sha256(), 0
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return {"bytes": size, "sha256": h.hexdigest()}
+
+
+def _verify(path: Path) -> None:
+    """Raise a one-line ValueError unless ``path`` is a complete, intact checkpoint."""
+    where = "load_checkpoint"
+    if not path.is_dir():
+        leftovers = sorted(p.name for p in path.parent.glob(f"{path.name}.*-*") if p.is_dir())
+        hint = f"; an interrupted save left {leftovers} beside it" if leftovers else ""
+        raise ValueError(f"{where}: no checkpoint directory at {path}{hint}")
+    manifest_file = path / MANIFEST
+    if not manifest_file.is_file():
+        raise ValueError(
+            f"{where}: {path} is not a complete checkpoint: {MANIFEST} is missing "
+            "(an interrupted save, or not a gptref checkpoint)"
+        )
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        fmt, version = manifest["format"], manifest["version"]
+    except Exception as e:
+        raise ValueError(f"{where}: {manifest_file} is corrupted: {_one_line(e)}") from e
+    if fmt != FORMAT or version != VERSION:
+        raise ValueError(
+            f"{where}: {path} is format {fmt!r} version {version!r}; this gptref reads "
+            f"{FORMAT!r} version {VERSION}"
+        )
+    for name in _FILES:
+        file = path / name
+        if name not in files:
+            raise ValueError(f"{where}: {MANIFEST} in {path} does not list {name}")
+        if not file.is_file():
+            raise ValueError(f"{where}: {path} is not a complete checkpoint: {name} is missing")
+        expected, got = files[name], _digest(file)
+        if got["bytes"] != expected["bytes"]:
+            raise ValueError(
+                f"{where}: {file} is corrupted: {got['bytes']} bytes, the manifest says "
+                f"{expected['bytes']}"
+            )
+        if got["sha256"] != expected["sha256"]:
+            raise ValueError(
+                f"{where}: {file} is corrupted: SHA-256 {got['sha256'][:12]}..., the manifest "
+                f"says {expected['sha256'][:12]}..."
+            )
+
+
+def _check_replaceable(path: Path) -> None:
+    """Only an earlier checkpoint (or an empty directory) may be replaced: never user data."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink():
+        if not any(path.iterdir()):
+            return
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            if manifest.get("format") == FORMAT:
+                return
+        except (OSError, ValueError, AttributeError):
+            pass
+    raise ValueError(
+        f"save_checkpoint: {path} exists and is not a gptref checkpoint; refusing to replace "
+        "it (choose another path or remove it)"
+    )
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    old = None
+    if path.exists():
+        old = path.parent / f"{path.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    if old is not None:
+        _remove_tree(old)
+
+
+def _remove_tree(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make renames and new entries in ``directory`` durable (POSIX; a no-op elsewhere)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- values
+
+
+def _config_json(config: Any) -> str:
+    config = _as_dict("save_checkpoint", "config", config)
+    try:
+        return json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"save_checkpoint: config is not JSON-serializable: {e}") from e
+
+
+def _as_dict(where: str, name: str, value: Any) -> dict[str, Any]:
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{where}: {name} must be a dict, a dataclass or have to_dict(), got {type(value).__name__}"
+        )
+    return dict(value)
+
+
+def _check_plain(at: str, value: Any) -> None:
+    """Fail at save time on anything ``torch.load(weights_only=True)`` would refuse at load time."""
+    kind = type(value)
+    if kind in _PLAIN or isinstance(value, torch.Tensor):
+        return
+    if kind in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(f"{at}[{i}]", item)
+        return
+    if kind in (dict, OrderedDict):
+        for key, item in value.items():
+            if type(key) not in (str, int):
+                raise TypeError(f"save_checkpoint: {at} has a key {key!r}; keys must be str or int")
+            _check_plain(f"{at}[{key!r}]", item)
+        return
+    raise TypeError(
+        f"save_checkpoint: {at} is a {kind.__name__}; a checkpoint holds only tensors, numbers, "
+        "strings, bytes, None and lists/tuples/dicts of them (convert it, e.g. float(x), str(p))"
+    )
+
+
+def _check_count(where: str, name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{where}: {name} must be >= 0, got {value}")
+
+
+def _few(names: list[str], n: int = 3) -> str:
+    return "[]" if not names else "[" + ", ".join(names[:n]) + (", ...]" if len(names) > n else "]")
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,120 @@
+"""The losses of chapter 5: calc_loss_batch, calc_loss_loader, perplexity.
+
+``calc_loss_loader`` keeps the book's arithmetic by default (``weighting="batch"``): the
+mean of per-batch mean losses, so a short last batch weighs as much as a full one;
+``weighting="token"`` is the exact mean over every counted target token instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Weighting = Literal["batch", "token"]
+
+
+def calc_loss_batch(
+    input_batch: torch.Tensor,
+    target_batch: torch.Tensor,
+    model: nn.Module,
+    device: torch.device | str,
+    *,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """inputs, targets: int64 (b, T) -> float32 scalar: mean cross-entropy over the targets that
+    are not ``ignore_index`` (nan when none are). Differentiable; moves both batches to ``device``."""
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = model(input_batch)  # (b, T, vocab)
+    return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten(), ignore_index=ignore_index)
+
+
+def calc_loss_loader(
+    data_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    model: nn.Module,
+    device: torch.device | str,
+    num_batches: int | None = None,
+    *,
+    weighting: Weighting = "batch",
+    ignore_index: int = -100,
+) -> float:
+    """(inputs, targets) batches -> the loss over the first ``num_batches`` of them (all if None).
+
+    ``weighting="batch"`` is the book's: the mean of the per-batch means, summed in a Python
+    float and divided by ``num_batches`` clamped to ``len(data_loader)``; ``"token"`` is
+    (sum of per-token losses) / (number of counted targets). ``nan`` when there are no
+    batches (or, for "token", no counted targets). Runs under ``torch.no_grad()`` and does not
+    change ``model.training``: call ``model.eval()`` first for a deterministic number, as the
+    book's ``evaluate_model`` does. ``data_loader`` needs no ``len`` when ``num_batches`` is
+    given; a DataLoader is iterated once (so a shuffling one draws from the global RNG once).
+    """
+    if weighting not in ("batch", "token"):
+        raise ValueError(
+            f"calc_loss_loader: weighting must be 'batch' or 'token', got {weighting!r}"
+        )
+    if num_batches is not None:
+        if isinstance(num_batches, bool) or not isinstance(num_batches, int):
+            raise TypeError(f"calc_loss_loader: num_batches must be an int, got {num_batches!r}")
+        if num_batches < 1:
+            raise ValueError(
+                f"calc_loss_loader: num_batches must be >= 1, got {num_batches}; "
+                "pass None for all batches"
+            )
+    if hasattr(data_loader, "__len__"):
+        if len(data_loader) == 0:
+            return float("nan")
+        num_batches = (
+            len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+        )
+
+    total_loss, n_batches, n_tokens = 0.0, 0, 0
+    with torch.no_grad():
+        # islice stops before fetching a batch that would not be used
+        for input_batch, target_batch in itertools.islice(data_loader, num_batches):
+            if weighting == "batch":
+                loss = calc_loss_batch(
+                    input_batch, target_batch, model, device, ignore_index=ignore_index
+                )
+                total_loss += loss.item()
+            else:
+                loss_sum, count = _loss_sum(input_batch, target_batch, model, device, ignore_index)
+                total_loss += loss_sum
+                n_tokens += count
+            n_batches += 1
+    if n_batches == 0:
+        return float("nan")
+    if weighting == "batch":
+        # the book divides by the clamped num_batches; for a sized loader that is n_batches
+        return total_loss / n_batches
+    return total_loss / n_tokens if n_tokens else float("nan")
+
+
+def _loss_sum(
+    input_batch: torch.Tensor,
+    target_batch: torch.Tensor,
+    model: nn.Module,
+    device: torch.device | str,
+    ignore_index: int,
+) -> tuple[float, int]:
+    """-> (sum of per-token cross-entropies, number of targets that are not ignore_index)."""
+    input_batch, target_batch = input_batch.to(device), target_batch.to(device)
+    logits = model(input_batch)
+    targets = target_batch.flatten()
+    loss_sum = F.cross_entropy(
+        logits.flatten(0, 1), targets, ignore_index=ignore_index, reduction="sum"
+    )
+    return loss_sum.item(), int((targets != ignore_index).sum())
+
+
+def perplexity(loss: float | torch.Tensor) -> float:
+    """A mean cross-entropy in nats (float or scalar tensor) -> exp(loss); inf when it overflows."""
+    value = float(loss)
+    try:
+        return math.exp(value)
+    except OverflowError:
+        return math.inf

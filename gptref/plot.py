@@ -1,0 +1,43 @@
+"""The book's loss plot: training and validation loss over epochs, tokens seen on a twin axis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def plot_losses(
+    path: str | Path,
+    epochs_seen: Sequence[float],
+    tokens_seen: Sequence[int],
+    train_losses: Sequence[float],
+    val_losses: Sequence[float],
+) -> Path | None:
+    """Write the chapter-5 figure to ``path`` (PNG) -> path, or None without matplotlib.
+
+    ``epochs_seen[i]``: fractional epochs done at evaluation ``i`` (the book spaces its
+    points evenly with ``linspace``; exact positions are plotted here).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax1 = plt.subplots(figsize=(6, 3.5))
+    ax1.plot(epochs_seen, train_losses, label="Training loss")
+    ax1.plot(epochs_seen, val_losses, linestyle="-.", label="Validation loss")
+    ax1.set_xlabel("Epochs")
+    ax1.set_ylabel("Loss")
+    ax1.legend(loc="upper right")
+    ax2 = ax1.twiny()  # same losses against tokens seen: an invisible line sets the scale
+    ax2.plot(tokens_seen, train_losses, alpha=0)
+    ax2.set_xlabel("Tokens seen")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

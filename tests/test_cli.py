@@ -1,0 +1,260 @@
+"""The gptref command line: the main job end to end on a tiny model, and every user
+error as one line on stderr with exit status 2 (no traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptref import __version__
+from gptref.cli import main
+
+# English-like text with enough distinct tokens; a few KB keeps a tiny run fast
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven",
+         "wizards", "quietly", "hex", "the", "jolly", "king"]  # fmt: skip
+
+
+def make_text(n_words: int, seed: int = 0) -> str:
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(WORDS), (n_words,), generator=g).tolist()
+    return " ".join(WORDS[i] for i in picks) + ".\n"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text(make_text(3000), encoding="utf-8")
+    return path
+
+
+TINY = ["--preset", "tiny", "--context", "16", "--batch-size", "4", "--eval-freq", "2",
+        "--eval-iter", "1", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained_run(corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", "--text", str(corpus), *TINY, "--max-steps", "6", "--out", str(out)]) == 0
+    return out
+
+
+def run_error(capsys, argv: list[str]) -> str:
+    """Run the CLI expecting a user error -> its one stderr line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_version_prints_the_package_version(capsys):
+    """gptref --version names the installed version."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"gptref {__version__}"
+
+
+def test_python_dash_m_gptref_runs_the_cli():
+    """`python -m gptref --help` works and lists the subcommands."""
+    proc = subprocess.run([sys.executable, "-m", "gptref", "--help"], capture_output=True, text=True, check=True)  # fmt: skip
+    for command in ("train", "eval", "generate", "weights"):
+        assert command in proc.stdout
+
+
+def test_train_writes_metrics_plot_config_and_a_checkpoint(trained_run):
+    """A finished run leaves metrics.jsonl (one record per evaluation), loss.png,
+    config.json and a complete checkpoint."""
+    records = [
+        json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in records] == [0, 2, 4]
+    assert set(records[0]) == {"step", "epoch", "epochs_seen", "tokens_seen", "train_loss", "val_loss", "lr"}  # fmt: skip
+    assert records[-1]["tokens_seen"] == 5 * 4 * 16
+    assert (trained_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model"]["context_length"] == 16 and config["run"]["max_steps"] == 6
+    assert (trained_run / "checkpoint" / "manifest.json").is_file()
+
+
+def test_eval_and_generate_work_on_the_trained_checkpoint(trained_run, capsys):
+    """eval prints both weightings and perplexity; generate continues the prompt."""
+    assert main(["eval", "--checkpoint", str(trained_run), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert set(results) == {"train", "val"}
+    for r in results.values():
+        assert r["perplexity"] == pytest.approx(torch.tensor(r["loss_token_weighted"]).exp().item(), rel=1e-6)  # fmt: skip
+    assert main(["generate", "--checkpoint", str(trained_run), "--prompt", "the quick", "--max-new-tokens", "5", "--temperature", "1.0", "--top-k", "3"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.startswith("the quick")
+
+
+def test_resume_continues_a_run_exactly(corpus, tmp_path):
+    """6 steps straight == 3 steps, then --resume to 6: the same metrics, bitwise."""
+    straight, split_run = tmp_path / "straight", tmp_path / "split"
+    assert (
+        main(["train", "--text", str(corpus), *TINY, "--max-steps", "6", "--out", str(straight)])
+        == 0
+    )
+    assert (
+        main(["train", "--text", str(corpus), *TINY, "--max-steps", "3", "--out", str(split_run)])
+        == 0
+    )
+    config = json.loads((split_run / "config.json").read_text())
+    config["run"]["max_steps"] = 6  # extend the stopped run to the straight run's length
+    (split_run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--text", str(corpus), "--resume", str(split_run), "--no-progress"]) == 0
+    assert (split_run / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
+    """SIGINT during training: the step finishes, a checkpoint is saved, exit status 0."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gptref", "train", "--text", str(corpus), *TINY, "--max-steps", "100000", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "stopped early (Ctrl-C)" in stdout
+    assert (out / "checkpoint" / "manifest.json").is_file()
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_text_file_is_one_line(capsys, tmp_path):
+    """A missing --text file: exit 2, the path and 'no such file'."""
+    line = run_error(capsys, ["train", "--text", str(tmp_path / "nope.txt")])
+    assert "nope.txt: no such file" in line
+
+
+def test_non_utf8_text_names_the_file_and_byte_offset(capsys, tmp_path):
+    """A Latin-1 file: the file name, the bad byte and its offset."""
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9 au lait".encode("latin-1"))
+    line = run_error(capsys, ["train", "--text", str(path)])
+    assert "latin1.txt: not UTF-8 text (byte 0xe9 at offset 3)" in line
+
+
+def test_text_too_short_for_one_window_says_tokens_and_suggests_context(capsys, tmp_path):
+    """Too little text: how many tokens it has and needs, and the --context flag."""
+    path = tmp_path / "short.txt"
+    path.write_text(make_text(40))
+    line = run_error(capsys, ["train", "--text", str(path), "--preset", "tiny", "--context", "64"])
+    assert "the training split has" in line and "needs at least 65" in line and "--context" in line
+
+
+def test_validation_split_too_small_is_reported(capsys, tmp_path):
+    """A validation split shorter than one window: named, with --train-ratio as a fix."""
+    path = tmp_path / "text.txt"
+    path.write_text(make_text(300))
+    line = run_error(capsys, ["train", "--text", str(path), "--preset", "tiny", "--context", "32", "--train-ratio", "0.97"])  # fmt: skip
+    assert "the validation split has" in line and "--train-ratio" in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "pattern"),
+    [
+        (["--lr", "-1"], "--lr must be > 0, got -1.0"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--train-ratio", "1.5"], r"--train-ratio must be in (0, 1), got 1.5"),
+        (["--grad-clip", "0"], "--grad-clip must be > 0, got 0.0"),
+    ],
+)
+def test_invalid_numbers_are_one_line_errors(capsys, corpus, flags, pattern):
+    """Negative lr, batch size 0, a ratio outside (0, 1), clip 0: named with the value."""
+    line = run_error(capsys, ["train", "--text", str(corpus), *flags])
+    assert pattern in line
+
+
+def test_non_numeric_flag_is_a_usage_error(capsys):
+    """argparse rejects `--lr abc` with exit status 2."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--lr", "abc"])
+    assert exit_.value.code == 2
+    assert "expected a number, got 'abc'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_is_an_error(capsys, corpus):
+    """--device cuda on a machine without CUDA: a one-line error suggesting --device cpu."""
+    line = run_error(capsys, ["train", "--text", str(corpus), "--device", "cuda"])
+    assert "no CUDA; use --device cpu" in line
+
+
+def test_missing_checkpoint_directory(capsys, tmp_path):
+    """eval --checkpoint on a path that does not exist."""
+    line = run_error(capsys, ["eval", "--checkpoint", str(tmp_path / "none")])
+    assert "no such directory" in line
+
+
+def test_partial_checkpoint_is_refused(capsys, trained_run, tmp_path):
+    """A checkpoint without its manifest (an interrupted save) is not loaded."""
+    partial = tmp_path / "partial"
+    shutil.copytree(trained_run / "checkpoint", partial)
+    (partial / "manifest.json").unlink()
+    line = run_error(capsys, ["generate", "--checkpoint", str(partial), "--prompt", "x"])
+    assert "no complete checkpoint" in line
+
+
+def test_checkpoint_from_an_incompatible_config_is_refused(capsys, tmp_path):
+    """Weights that do not fit the config beside them: a one-line error naming the path."""
+    from gptref.checkpoint import save_checkpoint
+    from gptref.model import GPT_CONFIG_TINY, GPTConfig, GPTModel
+
+    bad = tmp_path / "bad"
+    other = GPTConfig.from_dict({**GPT_CONFIG_TINY, "emb_dim": 64})
+    save_checkpoint(bad, GPTModel(GPT_CONFIG_TINY), step=0, epoch=0, config={"model": other.to_dict()}, history={})  # fmt: skip
+    line = run_error(capsys, ["eval", "--checkpoint", str(bad), "--text", __file__])
+    assert str(bad) in line
+
+
+def test_resume_with_different_data_is_refused(capsys, trained_run, tmp_path):
+    """--resume with other --text files than the run trained on."""
+    other = tmp_path / "other.txt"
+    other.write_text(make_text(3000, seed=1))
+    line = run_error(capsys, ["train", "--text", str(other), "--resume", str(trained_run)])
+    assert "trained on different data" in line
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    """--debug re-raises the error instead of printing one line."""
+    with pytest.raises(ValueError, match="no such file"):
+        main(["--debug", "train", "--text", str(tmp_path / "nope.txt")])
+
+
+def test_builtin_corpus_is_announced_first(capsys, monkeypatch):
+    """With no --text, the first line of output says the built-in corpus is used."""
+    import gptref.run as run
+
+    def stop(*args, **kwargs):
+        raise ValueError("stopped for the test")
+
+    monkeypatch.setattr(run, "build_loaders", stop)
+    assert main(["train", "--no-progress"]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert (
+        out[0].startswith("gptref: training on the built-in corpus: Python")
+        and "pydoc_data.topics" in out[0]
+    )
+
+
+def test_environment_has_no_network_dependency():
+    """The tokenizer builds from local files: no TIKTOKEN download is attempted."""
+    env = dict(os.environ, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    code = "from gptref.tokenizer import gpt2_tokenizer; print(gpt2_tokenizer().encode('Every effort moves you'))"  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)  # fmt: skip
+    assert proc.stdout.strip() == "[6109, 3626, 6100, 345]"

@@ -1,0 +1,323 @@
+"""train_step, evaluate and train: the book's loop exactly, accumulation, clipping,
+RNG isolation with seeded loaders, and bitwise-exact resume."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gptref.data import create_dataloader, split
+from gptref.loss import calc_loss_batch
+from gptref.model import GPTModel
+from gptref.schedule import appendix_d_lr, lr_at
+from gptref.train import NonFiniteError, evaluate, train, train_step
+from tests.oracles import oracle_book_training
+
+VOCAB = 101
+MICRO = {
+    "vocab_size": VOCAB,
+    "context_length": 16,
+    "emb_dim": 16,
+    "n_heads": 2,
+    "n_layers": 2,
+    "drop_rate": 0.1,
+    "qkv_bias": False,
+}
+
+
+def micro_model(seed: int, **overrides) -> GPTModel:
+    torch.manual_seed(seed)
+    return GPTModel({**MICRO, **overrides})
+
+
+def token_stream(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (n,), generator=torch.Generator().manual_seed(seed))
+
+
+def loaders(seed: int | None, n_tokens: int = 700, context: int = 8, batch: int = 3):
+    """Train/val loaders over a generated token stream; book mode when seed is None."""
+    train_ids, val_ids = split(token_stream(n_tokens), 0.85)
+    kw = dict(batch_size=batch, max_length=context, stride=context, seed=seed)
+    train_loader = create_dataloader(train_ids, shuffle=True, drop_last=True, **kw)
+    val_loader = create_dataloader(val_ids, shuffle=False, drop_last=False, **kw)
+    return train_loader, val_loader
+
+
+def adamw(model: torch.nn.Module, lr: float = 1e-3) -> torch.optim.AdamW:
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+
+
+def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module, msg: str) -> None:
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(p, q), f"{msg}: parameter {name} differs"
+
+
+# ---------------------------------------------------------------- train_step
+
+
+def test_train_step_reports_the_loss_before_the_update_and_changes_parameters():
+    """StepResult.loss is calc_loss_batch on the pre-update model; the update changes weights."""
+    model = micro_model(0, drop_rate=0.0)
+    x, y = token_stream(33).unfold(0, 9, 8)[:, :-1], token_stream(33).unfold(0, 9, 8)[:, 1:]
+    want = calc_loss_batch(x, y, model, "cpu").item()
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_step(model, adamw(model), x, y, "cpu")
+    assert result.loss == want
+    assert result.tokens == x.numel() and result.target_tokens == y.numel()
+    assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
+
+
+def test_train_step_grad_norm_is_the_total_l2_norm_before_clipping():
+    """grad_norm == sqrt(sum of squared gradients) as computed by hand, clipped or not."""
+    model = micro_model(1, drop_rate=0.0)
+    x, y = token_stream(40, 1)[:32].view(4, 8), token_stream(40, 1)[1:33].view(4, 8)
+    loss = calc_loss_batch(x, y, model, "cpu")
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    want = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
+    for clip in (None, 1e-3):
+        result = train_step(micro_model(1, drop_rate=0.0), torch.optim.SGD(model.parameters(), lr=0.0), x, y, "cpu", grad_clip=clip)  # fmt: skip
+        assert result.grad_norm == pytest.approx(want, rel=1e-5), clip
+
+
+@given(clip=st.floats(1e-4, 10.0), seed=st.integers(0, 2**16))
+@settings(max_examples=10)
+def test_train_step_clipping_bounds_the_update_norm(clip, seed):
+    """With SGD(lr=1), the update is -grad scaled to norm min(|grad|, grad_clip)."""
+    model = micro_model(seed, drop_rate=0.0)
+    x, y = token_stream(40, seed)[:32].view(4, 8), token_stream(40, seed)[1:33].view(4, 8)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), x, y, "cpu", grad_clip=clip)  # fmt: skip
+    moved = math.sqrt(sum(float(((p - q).double() ** 2).sum()) for p, q in zip(model.parameters(), before, strict=True)))  # fmt: skip
+    assert moved == pytest.approx(min(result.grad_norm, clip), rel=1e-4)
+
+
+@given(k=st.integers(1, 6), seed=st.integers(0, 2**16), ignore=st.integers(0, 20))
+@settings(max_examples=15)
+def test_train_step_accumulation_equals_the_full_batch_update(k, seed, ignore):
+    """k token-weighted micro-batches give the full batch's loss and update (float rounding
+    aside), also when ignore_index targets make the micro-batches unequal."""
+    x = token_stream(6 * 8, seed).view(6, 8)
+    y = token_stream(6 * 8, seed + 1).view(6, 8)
+    y.view(-1)[:ignore] = -100
+    full, acc = micro_model(seed, drop_rate=0.0), micro_model(seed, drop_rate=0.0)
+    r_full = train_step(full, torch.optim.SGD(full.parameters(), lr=0.5), x, y, "cpu")
+    r_acc = train_step(acc, torch.optim.SGD(acc.parameters(), lr=0.5), x, y, "cpu", accumulation_steps=k)  # fmt: skip
+    assert r_acc.loss == pytest.approx(r_full.loss, rel=1e-6, abs=1e-6)
+    assert r_acc.grad_norm == pytest.approx(r_full.grad_norm, rel=1e-5)
+    for p, q in zip(full.parameters(), acc.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"k={k}")
+
+
+def test_train_step_sets_the_given_lr_on_every_param_group():
+    """lr=... overrides each param group's learning rate before the update."""
+    model = micro_model(2, drop_rate=0.0)
+    decay, no_decay = list(model.parameters())[:3], list(model.parameters())[3:]
+    opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1.0)
+    x = token_stream(17)[:16].view(2, 8)
+    result = train_step(model, opt, x, x, "cpu", lr=3e-4)
+    assert result.lr == 3e-4 and all(g["lr"] == 3e-4 for g in opt.param_groups)
+
+
+def test_train_step_refuses_a_non_finite_loss_and_leaves_parameters_untouched():
+    """A nan weight makes the loss nan: NonFiniteError, and no parameter changes."""
+    model = micro_model(3, drop_rate=0.0)
+    with torch.no_grad():
+        model.out_head.weight[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = token_stream(17)[:16].view(2, 8)
+    with pytest.raises(NonFiniteError, match="non-finite loss nan"):
+        train_step(model, adamw(model), x, x, "cpu")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v.nan_to_num(), before[k].nan_to_num()), k
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        (dict(accumulation_steps=0), r"accumulation_steps must be in \[1, batch size 2\], got 0"),
+        (dict(accumulation_steps=3), r"accumulation_steps must be in \[1, batch size 2\], got 3"),
+        (dict(grad_clip=0.0), "grad_clip must be > 0 or None, got 0.0"),
+        (dict(lr=-1.0), "lr must be >= 0, got -1.0"),
+    ],
+)
+def test_train_step_rejects_bad_arguments_naming_the_value(kwargs, pattern):
+    """Bad accumulation, clipping or lr values are ValueErrors with the value."""
+    model = micro_model(0)
+    x = token_stream(17)[:16].view(2, 8)
+    with pytest.raises(ValueError, match=pattern):
+        train_step(model, adamw(model), x, x, "cpu", **kwargs)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def test_evaluate_runs_in_eval_mode_and_restores_the_previous_mode():
+    """evaluate() leaves model.training as it found it, and its losses are dropout-free."""
+    model = micro_model(4, drop_rate=0.5)
+    train_loader, val_loader = loaders(seed=0)
+    for mode in (True, False):
+        model.train(mode)
+        first = evaluate(model, train_loader, val_loader, "cpu", eval_iter=2)
+        second = evaluate(model, train_loader, val_loader, "cpu", eval_iter=2)
+        assert model.training is mode
+        assert first == second
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@given(seed=st.integers(0, 2**16), eval_freq=st.integers(1, 4), eval_iter=st.integers(1, 3))
+@settings(max_examples=5)
+def test_train_in_book_mode_equals_the_books_loop_bitwise(seed, eval_freq, eval_iter):
+    """With book-mode loaders, train() gives the book's train_model_simple's losses, tokens
+    seen and final weights exactly: it draws the global RNG in the same order."""
+    results = []
+    for run in ("ours", "book"):
+        torch.manual_seed(seed)
+        train_loader, val_loader = loaders(seed=None)
+        model = micro_model(seed)
+        opt = adamw(model)
+        if run == "ours":
+            h = train(model, train_loader, val_loader, opt, "cpu", num_epochs=2, eval_freq=eval_freq, eval_iter=eval_iter, log=None)  # fmt: skip
+            results.append(((h.train_losses, h.val_losses, h.tokens_seen), model))
+        else:
+            tl, vl, seen, _ = oracle_book_training(model, train_loader, val_loader, opt, 2, eval_freq, eval_iter)  # fmt: skip
+            results.append(((tl, vl, seen), model))
+    (ours, m_ours), (book, m_book) = results
+    assert ours == book
+    assert_same_parameters(m_ours, m_book, "book mode")
+
+
+def test_train_reaches_appendix_d_through_schedule_and_clip_from_step():
+    """schedule=appendix_d_lr, grad_clip=1.0 and clip_from_step=warmup+1 (the print
+    edition's `global_step > warmup_steps`) reproduce appendix D's train_model bitwise."""
+    warmup, epochs = 3, 2
+    results = []
+    for run in ("ours", "book"):
+        torch.manual_seed(7)
+        train_loader, val_loader = loaders(seed=None)
+        model = micro_model(7)
+        opt = adamw(model, lr=5e-3)
+        schedule = functools.partial(appendix_d_lr, peak_lr=5e-3, total_steps=len(train_loader) * epochs, warmup_steps=warmup, initial_lr=3e-5, min_lr=1e-6)  # fmt: skip
+        if run == "ours":
+            h = train(model, train_loader, val_loader, opt, "cpu", num_epochs=epochs, eval_freq=2, eval_iter=1, schedule=schedule, grad_clip=1.0, clip_from_step=warmup + 1, log=None)  # fmt: skip
+            results.append(((h.train_losses, h.val_losses, h.tokens_seen, h.lrs), model))
+        else:
+            out = oracle_book_training(model, train_loader, val_loader, opt, epochs, 2, 1, lr_of_step=schedule, clip_when=lambda s: s > warmup)  # fmt: skip
+            results.append((out, model))
+    (ours, m_ours), (book, m_book) = results
+    assert ours == tuple(book)
+    assert_same_parameters(m_ours, m_book, "appendix D")
+
+
+def test_seeded_training_does_not_depend_on_eval_freq_or_eval_iter():
+    """With seeded loaders, how often and how long we evaluate changes nothing in training:
+    equal per-step losses and final weights, dropout on."""
+    finals = []
+    for eval_freq, eval_iter in ((1, 3), (4, 1), (1000, 1)):
+        torch.manual_seed(11)
+        train_loader, val_loader = loaders(seed=5)
+        model = micro_model(11)
+        h = train(model, train_loader, val_loader, adamw(model), "cpu", num_epochs=2, eval_freq=eval_freq, eval_iter=eval_iter, start_context=None, log=None)  # fmt: skip
+        finals.append((h.step_losses, model))
+    for losses, model in finals[1:]:
+        assert losses == finals[0][0]
+        assert_same_parameters(model, finals[0][1], "eval schedule changed training")
+
+
+def test_train_records_one_lr_and_loss_per_step_and_stops_at_max_steps():
+    """max_steps bounds the updates; lrs/step_losses have one entry per update."""
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders(seed=1)
+    model = micro_model(0)
+    schedule = functools.partial(lr_at, peak_lr=1e-3, total_steps=7, warmup_steps=2)
+    h = train(model, train_loader, val_loader, adamw(model), "cpu", num_epochs=50, eval_freq=3, eval_iter=1, schedule=schedule, max_steps=7, log=None)  # fmt: skip
+    assert len(h.lrs) == len(h.step_losses) == 7
+    assert h.lrs == [schedule(s) for s in range(7)]
+    assert h.steps == [0, 3, 6]
+
+
+def test_train_callback_returning_true_stops_after_that_step():
+    """A callback that returns True ends training after the current update."""
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders(seed=1)
+    model = micro_model(0)
+    h = train(model, train_loader, val_loader, adamw(model), "cpu", num_epochs=5, eval_freq=100, eval_iter=1, callback=lambda info: info["step"] == 4, log=None)  # fmt: skip
+    assert len(h.step_losses) == 5
+
+
+@pytest.mark.parametrize("name", ["num_epochs", "eval_freq", "eval_iter"])
+def test_train_rejects_non_positive_counts(name):
+    """num_epochs, eval_freq and eval_iter must be >= 1."""
+    train_loader, val_loader = loaders(seed=1)
+    model = micro_model(0)
+    kw = dict(num_epochs=1, eval_freq=1, eval_iter=1) | {name: 0}
+    with pytest.raises(ValueError, match=f"{name} must be >= 1, got 0"):
+        train(model, train_loader, val_loader, adamw(model), "cpu", **kw)
+
+
+# ---------------------------------------------------------------- exact resume
+
+
+def _run(tmp_path, total: int, stop_at: int | None, book_mode: bool):
+    """Train `total` steps straight, or `stop_at` steps, checkpoint, and continue in a
+    freshly built (differently seeded) model and optimizer."""
+    seed = None if book_mode else 3
+    torch.manual_seed(21)
+    train_loader, val_loader = loaders(seed=seed)
+    model = micro_model(21)
+    common = dict(num_epochs=100, eval_freq=3, eval_iter=2, log=None, max_steps=total)
+    if stop_at is None:
+        h = train(model, train_loader, val_loader, adamw(model), "cpu", **common)
+        return h, model
+    ckpt = tmp_path / "ckpt"
+    train(model, train_loader, val_loader, adamw(model), "cpu", **common | dict(max_steps=stop_at), checkpoint_dir=ckpt)  # fmt: skip
+    torch.manual_seed(999)  # the resumed run must not depend on anything but the checkpoint
+    train_loader, val_loader = loaders(seed=seed)
+    fresh = micro_model(12345)
+    h = train(fresh, train_loader, val_loader, adamw(fresh), "cpu", **common, resume_from=ckpt)
+    return h, fresh
+
+
+@given(k=st.integers(1, 11), book_mode=st.booleans())
+@settings(max_examples=8)
+def test_resume_from_a_checkpoint_is_bitwise_equal_to_training_straight(
+    tmp_path_factory, k, book_mode
+):
+    """N steps straight == k steps, save, load into fresh model and optimizer, N - k more:
+    equal per-step losses, evaluations and parameters (dropout on, shuffled loaders, k
+    anywhere, mid-epoch included; seeded and book-mode loaders alike)."""
+    total = 12  # the loaders have 6 batches per epoch: k crosses epoch boundaries
+    tmp = tmp_path_factory.mktemp("resume")
+    straight, m1 = _run(tmp, total, None, book_mode)
+    resumed, m2 = _run(tmp, total, k, book_mode)
+    assert resumed.step_losses == straight.step_losses
+    assert (resumed.train_losses, resumed.val_losses, resumed.tokens_seen) == (straight.train_losses, straight.val_losses, straight.tokens_seen)  # fmt: skip
+    assert_same_parameters(m1, m2, f"resume at step {k}")
+
+
+# ---------------------------------------------------------------- the book's tiny test
+
+
+def test_the_books_tiny_training_config_makes_39_evaluations(verdict_text):
+    """Context 12, emb 32, 4 heads, 2 layers, AdamW 5e-4 / 0.1, batch 2, 1 epoch,
+    eval_freq 5, eval_iter 1: 39 entries in each of train_losses, val_losses, tokens_seen."""
+    cfg = {"vocab_size": 50257, "context_length": 12, "emb_dim": 32, "n_heads": 4, "n_layers": 2, "drop_rate": 0.1, "qkv_bias": False}  # fmt: skip
+    train_text, val_text = split(verdict_text, 0.90)
+    torch.manual_seed(123)
+    kw = dict(batch_size=2, max_length=12, stride=12)
+    train_loader = create_dataloader(train_text, shuffle=True, drop_last=True, **kw)
+    val_loader = create_dataloader(val_text, shuffle=False, drop_last=False, **kw)
+    torch.manual_seed(123)
+    model = GPTModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1)
+    h = train(model, train_loader, val_loader, opt, "cpu", num_epochs=1, eval_freq=5, eval_iter=1, start_context="Every effort moves you", log=None)  # fmt: skip
+    assert len(h.train_losses) == len(h.val_losses) == len(h.tokens_seen) == 39
+    assert h.tokens_seen[0] == 24 and h.tokens_seen[-1] == 24 * (5 * 38 + 1)
+    assert len(h.samples) == 1 and h.samples[0].startswith("Every effort moves you")
+    assert h.train_losses[-1] < h.train_losses[0]
