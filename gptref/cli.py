@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup", type=_positive_int, metavar="N", help="linear warmup steps, then cosine decay")  # fmt: skip
     t.add_argument("--min-lr", type=_number, metavar="X", help="cosine decay ends exactly at X on the last step")  # fmt: skip
     t.add_argument("--grad-clip", type=_number, metavar="X", help="clip the gradient norm to X")
-    t.add_argument("--eval-freq", type=_positive_int, metavar="N", help="evaluate every N steps (default 25)")  # fmt: skip
+    t.add_argument("--eval-freq", type=_positive_int, metavar="N", help="evaluate every N steps (default 10)")  # fmt: skip
     t.add_argument("--eval-iter", type=_positive_int, metavar="N", help="batches per evaluation (default 5)")  # fmt: skip
     t.add_argument("--train-ratio", type=_number, metavar="X", help="share of characters for training (default 0.9)")  # fmt: skip
     t.add_argument("--seed", type=_positive_int, metavar="N", help="seed for weights, batches and dropout (default 123)")  # fmt: skip

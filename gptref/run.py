@@ -48,7 +48,7 @@ class RunConfig:
     warmup: int = 0
     min_lr: float | None = None  # set (or warmup > 0): warmup + cosine to min_lr
     grad_clip: float | None = None
-    eval_freq: int = 25
+    eval_freq: int = 10
     eval_iter: int = 5
     train_ratio: float = 0.9
     seed: int = 123

@@ -10,7 +10,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+
+# Tests run tiny tensors, where a second intra-op thread costs more than it gives, and two
+# threads per process thrash when test processes share the cores (tox, parallel runs).
+# One thread also makes float reductions independent of the machine's core count.
+torch.set_num_threads(int(os.environ.get("GPTREF_TEST_THREADS", "1")))
 
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile(

@@ -92,7 +92,7 @@ def test_train_step_clipping_bounds_the_update_norm(clip, seed):
     x, y = token_stream(40, seed)[:32].view(4, 8), token_stream(40, seed)[1:33].view(4, 8)
     before = [p.detach().clone() for p in model.parameters()]
     result = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), x, y, "cpu", grad_clip=clip)  # fmt: skip
-    moved = math.sqrt(sum(float(((p - q).double() ** 2).sum()) for p, q in zip(model.parameters(), before, strict=True)))  # fmt: skip
+    moved = math.sqrt(sum(float(((p.detach() - q).double() ** 2).sum()) for p, q in zip(model.parameters(), before, strict=True)))  # fmt: skip
     assert moved == pytest.approx(min(result.grad_norm, clip), rel=1e-4)
 
 
