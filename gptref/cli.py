@@ -140,7 +140,7 @@ def _train(args: argparse.Namespace) -> int:
     s = summary
     print(
         f"\n{'stopped early (Ctrl-C): ' if s['interrupted'] else ''}"
-        f"{s['steps']} steps, {s['tokens_seen']:,} tokens seen in {s['wall_seconds']:.0f} s "
+        f"{s['steps']} step{'s' if s['steps'] != 1 else ''}, {s['tokens_seen']:,} tokens seen in {s['wall_seconds']:.0f} s "
         f"({s['tokens_per_second']:,.0f} tokens/s)\n"
         f"final train loss {s['train_loss']:.3f}, val loss {s['val_loss']:.3f} "
         f"(val perplexity {s['val_perplexity']:,.1f})\n"

@@ -219,7 +219,7 @@ def train_run(
     from gptref.plot import plot_losses
     from gptref.schedule import lr_at
     from gptref.tokenizer import text_to_token_ids, token_ids_to_text
-    from gptref.train import train
+    from gptref.train import evaluate, isolated_rng, train
 
     run.validate()
     dev = resolve_device(device)
@@ -287,6 +287,11 @@ def train_run(
     metrics.update(history)
     epochs_seen = [r["epochs_seen"] for r in metrics.records(history)]
     plot = plot_losses(out / "loss.png", epochs_seen, history.tokens_seen, history.train_losses, history.val_losses)  # fmt: skip
+    if history.steps and history.steps[-1] == len(history.step_losses) - 1:
+        final = (history.train_losses[-1], history.val_losses[-1])
+    else:  # the last step was not evaluated: evaluate the final weights for the summary
+        with isolated_rng():
+            final = evaluate(model, train_loader, val_loader, dev, run.eval_iter)
     model.eval()
     # the summary samples (top-k 25, temperature 1, seeded) rather than the per-epoch greedy
     # sample, which on a small model often repeats one token
@@ -302,12 +307,10 @@ def train_run(
         "run_dir": str(out),
         "interrupted": stopper.requested,
         "steps": len(history.step_losses),
-        "train_loss": history.train_losses[-1] if history.train_losses else float("nan"),
-        "val_loss": history.val_losses[-1] if history.val_losses else float("nan"),
-        "val_perplexity": perplexity(history.val_losses[-1])
-        if history.val_losses
-        else float("nan"),
-        "tokens_seen": history.tokens_seen[-1] if history.tokens_seen else 0,
+        "train_loss": final[0],
+        "val_loss": final[1],
+        "val_perplexity": perplexity(final[1]),
+        "tokens_seen": len(history.step_losses) * tokens_per_step,  # drop_last: full batches
         "wall_seconds": wall,
         "tokens_per_second": steps_now * tokens_per_step / wall if wall > 0 else float("nan"),
         "sample": token_ids_to_text(ids.cpu()),
