@@ -9,7 +9,9 @@ from __future__ import annotations
 # ---------------------------------------------------------------- data
 
 
-def oracle_windows(ids: list[int], max_length: int, stride: int) -> tuple[list[list[int]], list[list[int]]]:
+def oracle_windows(
+    ids: list[int], max_length: int, stride: int
+) -> tuple[list[list[int]], list[list[int]]]:
     """The book's GPTDatasetV1 loop: one input/target list per window start."""
     inputs, targets = [], []
     for i in range(0, len(ids) - max_length, stride):
@@ -289,3 +291,28 @@ def oracle_gpt2_logits(hf: dict, ids, n_heads: int):
         x = x + conv1d(hidden, f"h.{i}.mlp.c_proj")
     x = layer_norm(x, "ln_f")
     return x @ hf.get("lm_head.weight", hf["wte.weight"]).T
+
+
+# ---------------------------------------------------------------- memory
+
+
+def oracle_saved_bytes(fn, exclude=()) -> int:
+    """Bytes of every distinct storage autograd saves while ``fn()`` runs, leaving out the
+    storages of ``exclude`` (the parameters): the quantity a formula for activations predicts.
+
+    Counts by storage, not by tensor: views and tensors saved twice by two ops count once.
+    """
+    import torch
+
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
