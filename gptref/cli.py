@@ -19,6 +19,8 @@ examples:
   gptref train --book --text the-verdict.txt    # the book's chapter-5 run (GPT-124M, 10 epochs)
   gptref eval --checkpoint runs/NAME            # loss and perplexity of a trained run
   gptref generate --checkpoint runs/NAME --prompt "Every effort moves you" --temperature 1.4 --top-k 25
+  gptref bench --preset small --batch-sizes 1,2,4,8 --dtype float32,bfloat16
+  gptref plan --memory 24GiB --target-batch 1024 --preset 124M --context 1024
 """
 
 
@@ -109,7 +111,78 @@ def build_parser() -> argparse.ArgumentParser:
     wx = wsub.add_parser("export-hf", help="gptref checkpoint -> HF model.safetensors")
     wx.add_argument("--checkpoint", required=True, metavar="DIR")
     wx.add_argument("--out", required=True, metavar="PATH")
+    b = sub.add_parser("bench", help="time train_step over batch sizes: tokens/s, memory, MFU", description="For each device/dtype/attention/batch size: warm up, time train_step, record tokens/s, step time (median, spread), peak memory measured and predicted, and MFU. Out of memory is an OOM row; the sweep goes on. Writes bench.md, bench.json and bench.png to --out.")  # fmt: skip
+    b.add_argument("--preset", default="small", choices=["tiny", "small", "124M"])
+    b.add_argument("--context", type=_positive_int, metavar="N", help="default: the preset's")
+    b.add_argument("--batch-sizes", default="1,2,4,8", metavar="LIST", help="comma-separated (default 1,2,4,8)")  # fmt: skip
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda", "all"])
+    b.add_argument("--dtype", default="float32", metavar="LIST", help="float32,bfloat16 (comma-separated)")  # fmt: skip
+    b.add_argument("--attn", default="reference", metavar="LIST", help="reference,sdpa (comma-separated)")  # fmt: skip
+    b.add_argument("--steps", type=_positive_int, default=3, metavar="N", help="timed steps per configuration")  # fmt: skip
+    b.add_argument("--out", default="bench", metavar="DIR", help="where bench.md/json/png go (default ./bench)")  # fmt: skip
+    b.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("plan", help="largest micro-batch for a memory budget and the accumulation to reach a target batch", description="Predict (with gptref.memory's model, checked against measurement) the largest micro-batch that fits --memory and the accumulation steps that reach --target-batch sequences.")  # fmt: skip
+    p.add_argument("--memory", required=True, metavar="SIZE", help="e.g. 24GiB, 80GB, 512MiB")
+    p.add_argument("--target-batch", type=_positive_int, default=1024, metavar="N")
+    p.add_argument("--preset", default="124M", choices=["tiny", "small", "124M"])
+    p.add_argument("--context", type=_positive_int, metavar="N", help="default: the preset's")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     return parser
+
+
+def _split_list(flag: str, text: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ValueError(f"{flag}: expected a comma-separated list, got {text!r}")
+    for item in items:
+        if allowed is not None and item not in allowed:
+            raise ValueError(f"{flag}: {item!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from gptref.bench import format_table, run_bench
+
+    sizes = []
+    for item in _split_list("--batch-sizes", args.batch_sizes):
+        if not item.isdigit() or int(item) < 1:
+            raise ValueError(f"--batch-sizes: each size must be an integer >= 1, got {item!r}")
+        sizes.append(int(item))
+    if args.device == "all":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this torch build or machine has no CUDA; use --device cpu")
+    else:
+        devices = [args.device]
+    rows = run_bench(
+        args.preset, args.context, sizes, devices,
+        _split_list("--dtype", args.dtype, ("float32", "bfloat16")),
+        _split_list("--attn", args.attn, ("reference", "sdpa")),
+        args.steps, args.out, progress=not args.no_progress,
+    )  # fmt: skip
+    print(format_table(rows))
+    print(f"wrote {args.out}/: bench.md, bench.json, bench.png")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from gptref.bench import format_plan
+
+    print(
+        format_plan(
+            args.preset,
+            args.memory,
+            args.target_batch,
+            context=args.context,
+            dtype=args.dtype,
+            device=args.device,
+        )  # fmt: skip
+    )
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -197,7 +270,14 @@ def _weights(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "generate": _generate, "weights": _weights}
+COMMANDS = {
+    "train": _train,
+    "eval": _eval,
+    "generate": _generate,
+    "weights": _weights,
+    "bench": _bench,
+    "plan": _plan,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -258,3 +258,26 @@ def test_environment_has_no_network_dependency():
     code = "from gptref.tokenizer import gpt2_tokenizer; print(gpt2_tokenizer().encode('Every effort moves you'))"  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)  # fmt: skip
     assert proc.stdout.strip() == "[6109, 3626, 6100, 345]"
+
+
+def test_plan_prints_micro_batch_accumulation_and_peak(capsys):
+    """gptref plan: a micro-batch, accumulation steps reaching the target, a predicted peak."""
+    assert main(["plan", "--memory", "24GiB", "--target-batch", "1024", "--preset", "124M", "--context", "1024"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "accumulation steps" in out and "predicted peak" in out and "(target 1024)" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["plan", "--memory", "24XB"], "expected a size like '24GiB'"),
+        (
+            ["bench", "--batch-sizes", "1,x"],
+            "--batch-sizes: each size must be an integer >= 1, got 'x'",
+        ),
+        (["bench", "--dtype", "float16"], "--dtype: 'float16' is not one of float32, bfloat16"),
+    ],
+)
+def test_bench_and_plan_reject_bad_values_in_one_line(capsys, argv, pattern):
+    """Bad sizes, batch lists and dtypes: one line naming the value."""
+    assert pattern in run_error(capsys, argv)

@@ -1,0 +1,196 @@
+"""gptref/memory.py: the analytic training-memory model and the batch planner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gptref.memory import (
+    estimate_training_memory,
+    max_batch_size,
+    parameter_count,
+    plan_batches,
+)
+from gptref.model import GPT_CONFIG_124M, GPT_CONFIG_SMALL, GPT_CONFIG_TINY, GPTModel
+from tests.oracles import oracle_saved_bytes
+from tests.strategies import tiny_configs
+
+CONFIG_124M_256 = {**GPT_CONFIG_124M, "context_length": 256}
+autocasts = st.sampled_from([None, "bfloat16"])
+presets = st.sampled_from([GPT_CONFIG_TINY, GPT_CONFIG_SMALL, CONFIG_124M_256])
+
+
+@given(tiny_configs())
+def test_parameter_count_matches_the_built_model(cfg):
+    """parameter_count(cfg) == the number of elements in GPTModel(cfg).parameters()."""
+    built = sum(p.numel() for p in GPTModel(cfg).parameters())
+    assert parameter_count(cfg) == built, f"{cfg}: computed {parameter_count(cfg)}, built {built}"
+
+
+@given(presets, st.integers(1, 64))
+def test_fp32_adamw_costs_16_bytes_per_parameter(cfg, b):
+    """float32 AdamW: weights 4 + gradients 4 + exp_avg and exp_avg_sq 8 bytes per parameter."""
+    est = estimate_training_memory(cfg, b)
+    n = parameter_count(cfg)
+    assert (est.parameters, est.gradients, est.optimizer_state) == (4 * n, 4 * n, 8 * n), est
+
+
+@given(presets, st.integers(1, 64))
+def test_autocast_keeps_parameters_gradients_and_adam_state_float32(cfg, b):
+    """bf16 autocast shrinks activations, never the float32 parameters, gradients or AdamW state."""
+    fp32 = estimate_training_memory(cfg, b)
+    bf16 = estimate_training_memory(cfg, b, autocast="bfloat16")
+    for name in ("parameters", "gradients", "optimizer_state", "buffers"):
+        assert getattr(bf16, name) == getattr(fp32, name), (name, fp32, bf16)
+    assert bf16.activations < fp32.activations, (fp32.activations, bf16.activations)
+
+
+@given(
+    presets,
+    st.integers(1, 32),
+    autocasts,
+    st.sampled_from(["reference", "sdpa"]),
+    st.integers(1, 4),
+)
+def test_breakdown_sums_to_total(cfg, b, autocast, attn, accumulation):
+    """sum(breakdown) == total, and the total is the persistent terms plus the largest phase."""
+    est = estimate_training_memory(
+        cfg, b, autocast=autocast, attn_impl=attn, accumulation_steps=accumulation
+    )
+    persistent = est.parameters + est.buffers + est.optimizer_state + est.runtime
+    assert sum(est.breakdown.values()) == est.total, est.breakdown
+    assert est.total == persistent + max(est.phases.values()), (est.total, est.phases)
+    assert est.phases[est.peak_phase] == max(est.phases.values()), est.peak_phase
+
+
+@given(presets, st.integers(1, 63), autocasts, st.sampled_from(["cpu", "cuda"]))
+def test_estimate_grows_with_batch_size(cfg, b, autocast, device):
+    """estimate(b + 1) > estimate(b): every batch-dependent term grows with b."""
+    small = estimate_training_memory(cfg, b, autocast=autocast, device=device).total
+    large = estimate_training_memory(cfg, b + 1, autocast=autocast, device=device).total
+    assert large >= small, (b, small, large)
+
+
+@given(presets, st.integers(1, 8), st.data())
+def test_estimate_grows_with_context(cfg, b, data):
+    """estimate(T + 1) >= estimate(T) for T < context_length."""
+    T = data.draw(st.integers(1, cfg["context_length"] - 1), label="T")
+    shorter = estimate_training_memory(cfg, b, context=T).total
+    longer = estimate_training_memory(cfg, b, context=T + 1).total
+    assert longer >= shorter, (T, shorter, longer)
+
+
+@given(presets, st.integers(1, 16))
+def test_accumulation_keeps_the_gradients_live(cfg, b):
+    """With accumulation the micro-batch's peak holds all gradients: it is at least as high."""
+    plain = estimate_training_memory(cfg, b)
+    accumulating = estimate_training_memory(cfg, b, accumulation_steps=4)
+    assert accumulating.total >= plain.total, (plain.total, accumulating.total)
+    assert accumulating.breakdown["gradients"] >= plain.gradients, accumulating.breakdown
+
+
+precisions = st.sampled_from([("float32", None), ("float32", "bfloat16"), ("bfloat16", None)])
+
+
+@given(tiny_configs(max_vocab=64), st.integers(1, 3), precisions, st.data())
+def test_activations_are_the_bytes_autograd_saves(cfg, b, precision, data):
+    """Differential: the formula's activations + log-softmax + autocast weight copies equal the
+    bytes of the storages autograd saves in forward + cross_entropy (the oracle counts them),
+    up to the 0-dim tensors (GELU's sqrt(2/pi) per layer, nll_loss's total weight), for float32,
+    bf16 autocast and bfloat16 parameters."""
+    dtype, autocast = precision
+    T = data.draw(st.integers(1, cfg.context_length), label="T")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    torch.manual_seed(seed)
+    model = GPTModel(cfg).to(getattr(torch, dtype)).train()
+    # separate tensors, as a DataLoader collates them (slices of one would share a storage)
+    x, y = torch.randint(0, cfg.vocab_size, (2, b, T)).unbind(0)
+    x, y = x.clone(), y.clone()
+
+    def forward():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast is not None):
+            logits = model(x)
+            F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+    saved = oracle_saved_bytes(forward, exclude=list(model.parameters()))
+    est = estimate_training_memory(cfg, b, context=T, dtype=dtype, autocast=autocast)
+    predicted = est.activations + est.logits // 3 + est.autocast_weights
+    assert 0 <= saved - predicted <= 4 * cfg.n_layers + 4, (
+        f"{cfg}, b={b}, T={T}, {precision}: saved {saved}, predicted {predicted}"
+    )
+
+
+@given(presets, st.integers(2**20, 2**36), autocasts)
+def test_max_batch_size_is_the_largest_that_fits(cfg, budget, autocast):
+    """estimate(b).total <= budget < estimate(b + 1).total, b = max_batch_size (0: not even 1)."""
+    b = max_batch_size(cfg, budget, autocast=autocast)
+    if b > 0:
+        assert estimate_training_memory(cfg, b, autocast=autocast).total <= budget, (b, budget)
+    assert estimate_training_memory(cfg, b + 1, autocast=autocast).total > budget, (b, budget)
+
+
+def test_max_batch_size_stops_at_its_limit():
+    """A budget with room for more than ``limit`` rows answers ``limit``."""
+    assert max_batch_size(GPT_CONFIG_TINY, 2**40, limit=100) == 100
+
+
+@given(presets, st.integers(2**28, 2**36), st.integers(1, 4096), autocasts)
+def test_plan_reaches_the_target_within_the_budget(cfg, budget, target, autocast):
+    """micro * accumulation >= target, micro <= max_batch_size, and the predicted peak fits."""
+    try:
+        plan = plan_batches(cfg, budget, target, autocast=autocast)
+    except ValueError:  # then rows of 1, in as many passes as the target, do not fit
+        ones = estimate_training_memory(
+            cfg, 1, accumulation_steps=max(2, target), autocast=autocast
+        )
+        assert ones.total > budget, (budget, ones.total)
+        return
+    largest = max_batch_size(cfg, budget, autocast=autocast)
+    assert plan.micro_batch * plan.accumulation_steps >= target, plan
+    assert plan.effective_batch - target < plan.accumulation_steps, (plan, target)
+    assert 1 <= plan.micro_batch <= largest, (plan, largest)
+    assert plan.predicted_peak <= budget, (plan, budget)
+
+
+def test_plan_for_124m_in_24gib_accumulates_to_1024_rows():
+    """The README's example: GPT-124M, context 1024, 24 GiB, target 1024 rows."""
+    plan = plan_batches({**GPT_CONFIG_124M}, 24 * 2**30, 1024)
+    assert plan.accumulation_steps > 1 and plan.effective_batch >= 1024, plan
+    assert plan.predicted_peak <= 24 * 2**30, plan
+
+
+def test_plan_raises_when_one_row_does_not_fit():
+    """A budget below the parameters alone is a ValueError that names both sizes."""
+    with pytest.raises(ValueError, match="even a micro-batch of 1 row needs"):
+        plan_batches(GPT_CONFIG_124M, 2**30, 1024)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"context": 65}, "exceeds context_length 64"),
+        ({"dtype": "int8"}, "dtype must be one of"),
+        ({"autocast": "float64"}, "autocast must be one of"),
+        ({"optimizer": "lion"}, "optimizer must be one of"),
+        ({"device": "tpu"}, "device must be one of"),
+        ({"attn_impl": "flash"}, "attn_impl must be"),
+    ],
+)
+def test_estimate_rejects_bad_arguments(kwargs, message):
+    """User errors are ValueErrors naming the offending value."""
+    args = {"batch_size": 1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        estimate_training_memory(GPT_CONFIG_TINY, args.pop("batch_size"), **args)
+
+
+def test_dtype_names_and_torch_dtypes_agree():
+    """'bf16', 'bfloat16' and torch.bfloat16 name the same autocast."""
+    by_name = [
+        estimate_training_memory(GPT_CONFIG_TINY, 2, autocast=a).total
+        for a in ("bf16", "bfloat16", torch.bfloat16)
+    ]
+    assert len(set(by_name)) == 1, by_name
