@@ -446,6 +446,8 @@ def run_bench(
             "preset": name, "device": device, "dtype": dtype, "attn": attn, "batch_size": b,
             "accumulation_steps": accumulation_steps, "context": cfg.context_length, "steps": steps,
             "peak_bytes_predicted": estimate.total, "peak_phase": estimate.peak_phase,
+            # other work on the machine shows in the times: the 1-minute load as the row began
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         }  # fmt: skip
         if b < accumulation_steps:
             rows.append(
