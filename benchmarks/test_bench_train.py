@@ -4,8 +4,10 @@
 GPT_CONFIG_124M at context 256, batch 1/2/4/8 of full-length rows, float32 and bfloat16
 autocast, one pass or two accumulated micro-batches; AdamW (lr 4e-4, weight decay 0.1) as
 the book trains. ``extra_info`` records tokens/s from the median round, the peak RSS growth
-of one more step (``peak_rss_growth``, over the RSS before it, glibc defaults: an allocator's
-view, noisy), ``estimate_training_memory``'s total and the growth it implies, and the in-run
+of one more step (``peak_rss_growth`` over the RSS before it, after ``malloc_trim``; glibc's
+defaults, so it may differ from the prediction by what malloc keeps: ``gptref.bench``
+measures the exact quantity), ``estimate_training_memory``'s total and the growth it
+implies (prediction minus what the step starts with), and the in-run
 ratios bfloat16 / float32 and accumulated / one pass (the numbers to track across commits).
 GPT-124M runs 2 timed rounds after 1 warm-up; its 28 cases take ~10 minutes on 2 CPU cores.
 """
@@ -16,6 +18,7 @@ import pytest
 import torch
 
 from benchmarks.conftest import peak_rss_growth
+from gptref.bench import release_freed_memory
 from gptref.memory import estimate_training_memory
 from gptref.model import GPT_CONFIG_124M, GPT_CONFIG_TINY, GPTModel
 from gptref.train import train_step
@@ -73,6 +76,7 @@ def test_bench_train_step(benchmark, config, batch, dtype, accumulation, device)
     rounds, warmup = ROUNDS[config]
     benchmark.pedantic(step, rounds=rounds, warmup_rounds=warmup)
     median = benchmark.stats.stats.median
+    release_freed_memory()  # else the growth hides in what malloc kept from the timed rounds
     _, growth = peak_rss_growth(step) if device == "cpu" else (None, None)
     micro = -(-batch // accumulation)
     est = estimate_training_memory(

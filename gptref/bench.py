@@ -153,7 +153,7 @@ def _rss(field: str = "VmRSS") -> int:
     return int(found.group(1)) * 1024
 
 
-def _release_freed_memory(collect: bool = True) -> None:
+def release_freed_memory(collect: bool = True) -> None:
     """Collect garbage (a full pass costs ~0.2 s in a big process) and return glibc's free heap
     pages to the kernel, so RSS is live memory."""
     if collect:
@@ -201,7 +201,17 @@ def _warm_kernels(cfg: GPTConfig, dtype: str, device: str) -> None:
             "n_layers": 1,
         }
     )
-    _measure_config(small, 2, dtype, device, warmup=1, steps=1, accumulation_steps=1, warm=False)
+    _measure_config(
+        small,
+        2,
+        dtype,
+        device,
+        warmup=1,
+        steps=1,
+        accumulation_steps=1,
+        warm=False,
+        peak_flops=False,
+    )
 
 
 def _measure_config(
@@ -214,6 +224,7 @@ def _measure_config(
     steps: int,
     accumulation_steps: int,
     warm: bool = True,
+    peak_flops: bool = True,
 ) -> dict[str, Any]:
     """Build, warm up, time ``steps`` train_steps -> step times and peak memory (bytes).
 
@@ -230,7 +241,7 @@ def _measure_config(
         _warm_kernels(cfg, dtype, device)
     if device == "cuda":
         torch.cuda.empty_cache()
-    _release_freed_memory()
+    release_freed_memory()
     base = torch.cuda.memory_allocated() if device == "cuda" else _rss() if _PROC else 0
     torch.manual_seed(123)
     model = GPTModel(cfg).to(device).train()
@@ -251,15 +262,18 @@ def _measure_config(
 
     for _ in range(warmup):
         step()
-    _release_freed_memory(collect=False)  # a step leaves no reference cycles behind
+    release_freed_memory(collect=False)  # a step leaves no reference cycles behind
     _reset_peak(device)
     times = []
+    cpu0 = time.process_time()
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+    # other work on the machine shows here first: the CPU time the step's threads got
+    cpu_share = (time.process_time() - cpu0) / (sum(times) * torch.get_num_threads())
     if device == "cuda":
         mode = "cuda-max-memory-allocated"
     elif os.environ.get("MALLOC_MMAP_THRESHOLD_"):
@@ -267,7 +281,9 @@ def _measure_config(
     else:
         mode = "rss, default malloc"
     peak = _peak(device, base)
-    result = {"times": times, "peak_bytes": peak, "memory_mode": mode}
+    result = {"times": times, "peak_bytes": peak, "memory_mode": mode, "cpu_share": cpu_share}
+    # the matmul peak for MFU, right after the steps: under the same load (once per process)
+    result["device_peak_flops"] = device_peak_flops(device, dtype) if peak_flops else None
     if device == "cpu":
         result["peak_rss_default_malloc"] = None if "MALLOC" in mode else peak
     return result
@@ -323,6 +339,7 @@ def measure_memory(
     of memory. One warm-up step (AdamW's state), then the measured step."""
     cfg = model_config(config, context, attn)
     spec = {"batch_size": batch_size, "dtype": dtype, "device": device, "warmup": 1, "steps": 1}
+    spec["peak_flops"] = False
     env = EXACT_RSS_ENV if device == "cpu" else None
     result = _run_isolated(cfg, env=env, accumulation_steps=accumulation_steps, **spec)
     return result.get("peak_bytes")
@@ -394,8 +411,14 @@ def run_bench(
     A row's ``status`` is "ok", "OOM" (CUDA out of memory, or on CPU a prediction over
     ``memory_limit``, which defaults to 80 % of MemAvailable: the sweep never thrashes the
     machine) or "skipped" (batch smaller than ``accumulation_steps``). ``devices`` may hold
-    "cuda" only where CUDA is available. With ``out_dir``, writes bench.md, bench.json and
-    bench.png (``write_results``).
+    "cuda" only where CUDA is available. ``batch_sizes`` count rows per optimizer step; with
+    ``accumulation_steps = k`` each forward pass takes ``ceil(b / k)`` of them.
+
+    ``isolate=True`` times each configuration in a Python process of its own and, on CPU,
+    measures its memory in a second one started with ``MALLOC_MMAP_THRESHOLD_=65536`` (the
+    estimate's quantity; ``peak_rss_default_malloc`` is the timing process's peak under
+    glibc's defaults). ``isolate=False`` runs here, faster, with glibc's defaults only. With
+    ``out_dir``, writes bench.md, bench.json and bench.png (``write_results``).
     """
     for name, value in (("steps", steps), ("accumulation_steps", accumulation_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -417,6 +440,8 @@ def run_bench(
     for b in batch_sizes:
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
             raise ValueError(f"run_bench: batch sizes must be ints >= 1, got {b!r}")
+    for attn in attns:
+        model_config(preset, context, attn)  # an unknown preset, attn or context fails here
     if memory_limit is None:
         available = available_memory()
         limit = int(0.8 * available) if available is not None else None
@@ -426,7 +451,6 @@ def run_bench(
         (dev, dt, at, b) for dev in devices for dt in dtypes for at in attns for b in batch_sizes
     ]
     name = preset if isinstance(preset, str) else "custom"
-    peaks: dict[tuple[str, str], float | None] = {}
     rows = []
     from tqdm.auto import tqdm
 
@@ -446,8 +470,6 @@ def run_bench(
             "preset": name, "device": device, "dtype": dtype, "attn": attn, "batch_size": b,
             "accumulation_steps": accumulation_steps, "context": cfg.context_length, "steps": steps,
             "peak_bytes_predicted": estimate.total, "peak_phase": estimate.peak_phase,
-            # other work on the machine shows in the times: the 1-minute load as the row began
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         }  # fmt: skip
         if b < accumulation_steps:
             rows.append(
@@ -473,7 +495,8 @@ def run_bench(
         if isolate:
             result = _run_isolated(cfg, **spec)
             if device == "cpu" and "oom" not in result:  # memory: one more process, see above
-                exact = _run_isolated(cfg, env=EXACT_RSS_ENV, **{**spec, "warmup": 1, "steps": 1})
+                memory_only = {**spec, "warmup": 1, "steps": 1, "peak_flops": False}
+                exact = _run_isolated(cfg, env=EXACT_RSS_ENV, **memory_only)
                 if "oom" not in exact:
                     result.update(peak_bytes=exact["peak_bytes"], memory_mode=exact["memory_mode"])
         else:
@@ -487,23 +510,20 @@ def run_bench(
         if "oom" in result:
             rows.append({**row, "status": "OOM", "note": result["oom"]})
             continue
-        if (device, dtype) not in peaks:
-            peaks[device, dtype] = device_peak_flops(device, dtype)
-        rows.append({**row, "status": "ok", **_summarize(result, cfg, b, peaks[device, dtype])})
+        rows.append({**row, "status": "ok", **_summarize(result, cfg, b)})
     if out_dir is not None:
         write_results(rows, out_dir)
     return rows
 
 
-def _summarize(
-    result: dict[str, Any], cfg: GPTConfig, b: int, peak_flops: float | None
-) -> dict[str, Any]:
+def _summarize(result: dict[str, Any], cfg: GPTConfig, b: int) -> dict[str, Any]:
     times = sorted(result["times"])
     q1, _, q3 = (
         statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
     )
     median = statistics.median(times)
     tokens = b * cfg.context_length
+    peak_flops = result["device_peak_flops"]
     fpt = flops_per_token(cfg)
     return {
         "tokens_per_s": tokens / median,
@@ -515,6 +535,7 @@ def _summarize(
         "peak_bytes_measured": result["peak_bytes"],
         "peak_rss_default_malloc": result.get("peak_rss_default_malloc"),
         "memory_mode": result["memory_mode"],
+        "cpu_share": result["cpu_share"],
         "flops_per_token": fpt,
         "device_peak_flops": peak_flops,
         "mfu": tokens / median * fpt / peak_flops if peak_flops else None,
@@ -523,8 +544,10 @@ def _summarize(
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows of ``run_bench`` -> a markdown table, one line per row. "peak measured" is the
-    estimate's quantity (see ``_measure_config``); "RSS, glibc defaults" is what ``top`` shows."""
-    head = "| device | dtype | attn | batch | accum | tokens/s | step median (s) | step IQR (s) | peak measured | peak predicted | predicted/measured | RSS, glibc defaults | MFU | status |"
+    estimate's quantity (see ``_measure_config``); "RSS, glibc defaults" is what ``top`` shows;
+    "CPU share" is the CPU time the timed steps got over wall time x threads: well below its
+    usual value (~0.9 on an idle machine), other work slowed the row down."""
+    head = "| device | dtype | attn | batch | accum | tokens/s | step median (s) | step IQR (s) | peak measured | peak predicted | predicted/measured | RSS, glibc defaults | MFU | CPU share | status |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         ok = r["status"] == "ok"
@@ -539,6 +562,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
             f"{r['peak_bytes_predicted'] / measured:.3f}" if measured else "",
             format_bytes(r["peak_rss_default_malloc"]) if r.get("peak_rss_default_malloc") else "",
             f"{100 * r['mfu']:.1f} %" if ok and r.get("mfu") else "",
+            f"{r['cpu_share']:.2f}" if ok and r["device"] == "cpu" else "",
             r["status"] if ok else f"{r['status']}: {r.get('note', '')}",
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
