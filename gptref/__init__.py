@@ -13,6 +13,7 @@ from gptref.checkpoint import (
 from gptref.data import (
     BatchOrderSampler,
     GPTDataset,
+    TokenFile,
     batch_order,
     batches,
     chunk,
@@ -34,6 +35,7 @@ from gptref.model import (
     GPTConfig,
     GPTModel,
 )
+from gptref.prepare import PreparedCorpus
 from gptref.schedule import appendix_d_lr, lr_at
 from gptref.tokenizer import gpt2_tokenizer, text_to_token_ids, token_ids_to_text
 from gptref.train import History, NonFiniteError, StepResult, evaluate, train, train_step
@@ -61,7 +63,9 @@ __all__ = [
     "GPTModel",
     "History",
     "NonFiniteError",
+    "PreparedCorpus",
     "StepResult",
+    "TokenFile",
     "appendix_d_lr",
     "batch_order",
     "batches",

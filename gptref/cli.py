@@ -15,6 +15,8 @@ from gptref import __version__
 
 EPILOG = """\
 examples:
+  gptref prepare --text a.txt b.txt --out data/ab  # tokenize once, streamed: corpora larger than memory
+  gptref train --data data/ab                   # train on it, memory-mapped
   gptref train                                  # a small GPT on the built-in corpus, ~2-3 min on CPU
   gptref train --book --text the-verdict.txt    # the book's chapter-5 run (GPT-124M, 10 epochs)
   gptref eval --checkpoint runs/NAME            # loss and perplexity of a trained run
@@ -52,6 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    pr = sub.add_parser(
+        "prepare",
+        help="tokenize text files once into DIR/train.bin, val.bin for `train --data DIR`",
+        description=(
+            "Tokenize UTF-8 text files (each one document) with GPT-2 BPE, in parallel and "
+            "streamed in bounded pieces, into --out DIR: train.bin and val.bin (uint16 "
+            "little-endian ids, documents separated by <|endoftext|>) and manifest.json. "
+            "Each document's first --train-ratio of characters goes to train.bin, the rest to "
+            "val.bin. Skips when DIR is already up to date."
+        ),
+    )
+    pr.add_argument("--text", nargs="+", required=True, metavar="FILE", help="UTF-8 text files, one document each")  # fmt: skip
+    pr.add_argument("--out", required=True, metavar="DIR", help="where train.bin, val.bin and manifest.json go")  # fmt: skip
+    pr.add_argument("--train-ratio", type=_number, default=0.9, metavar="X", help="share of each document's characters for training (default 0.9)")  # fmt: skip
+    pr.add_argument("--threads", type=_positive_int, metavar="N", help="tokenizer threads (default: every CPU)")  # fmt: skip
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     t = sub.add_parser(
         "train",
         help="train a GPT and evaluate it (default: a small model on the built-in corpus)",
@@ -63,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     t.add_argument("--text", nargs="+", metavar="FILE", help="UTF-8 text files (several are joined by <|endoftext|>)")  # fmt: skip
+    t.add_argument("--data", metavar="DIR", help="train on a corpus `gptref prepare` wrote to DIR, memory-mapped (instead of --text)")  # fmt: skip
     t.add_argument("--book", action="store_true", help="the book's chapter-5 settings: GPT-124M, context 256, batch 2, AdamW 4e-4/0.1, 10 epochs, eval 5/5, seed 123, book-mode loaders")  # fmt: skip
     t.add_argument("--preset", choices=["tiny", "small", "124M"], help="model size (default: small, ~14M parameters)")  # fmt: skip
     t.add_argument("--context", type=_positive_int, metavar="N", help="context length (default: the preset's)")  # fmt: skip
@@ -185,6 +205,24 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from gptref.prepare import prepare
+
+    result = prepare(
+        args.text, args.out, train_ratio=args.train_ratio, num_threads=args.threads,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    if not result.skipped:
+        m, s = result.manifest, result.seconds
+        tokens = m["train"]["tokens"] + m["val"]["tokens"]
+        print(
+            f"wrote {args.out}/: train.bin ({m['train']['tokens']:,} tokens), val.bin "
+            f"({m['val']['tokens']:,} tokens), manifest.json; {m['documents']} document"
+            f"{'s' if m['documents'] != 1 else ''} in {s:.1f} s ({tokens / s:,.0f} tokens/s)"
+        )
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     import dataclasses
     import time
@@ -205,9 +243,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.max_steps is not None:
         changes.update(max_steps=args.max_steps, epochs=10**6)
     run = dataclasses.replace(base, **changes)
+    if args.data is not None and args.train_ratio is not None:
+        raise ValueError(
+            f"--train-ratio: --data {args.data} was split when it was prepared; run "
+            "`gptref prepare --train-ratio X` again to change the split"
+        )
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     summary = train_run(
-        run, texts=args.text, out=out, device=args.device, prompt=args.prompt,
+        run, texts=args.text, data=args.data, out=out, device=args.device, prompt=args.prompt,
         resume=args.resume, progress=not args.no_progress,
     )  # fmt: skip
     s = summary
@@ -271,6 +314,7 @@ def _weights(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
+    "prepare": _prepare,
     "train": _train,
     "eval": _eval,
     "generate": _generate,

@@ -8,9 +8,13 @@ exception is ``create_dataloader(..., seed=None)``, which reproduces the book's
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import tiktoken
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -60,16 +64,21 @@ def num_chunks(n_tokens: int, max_length: int, stride: int) -> int:
 
 
 def chunk(
-    token_ids: torch.Tensor | Sequence[int], max_length: int, stride: int
+    token_ids: torch.Tensor | Sequence[int] | TokenFile | np.memmap, max_length: int, stride: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ids: int (N,) -> (inputs, targets): int64 (n, max_length), n = num_chunks(N, max_length, stride).
 
     ``inputs[i] = ids[i*stride : i*stride + max_length]`` and ``targets[i]`` is the same
     window one token later. Both are strided *views* of ``ids`` (after a one-off
     conversion to int64 if it is another integer dtype): no memory per window.
+    Memory-mapped ids (a ``TokenFile`` or an ``np.memmap``) are never converted: the
+    windows are views of the file in its dtype (uint16); convert a batch with ``.long()``.
     """
     _check_positive("chunk", max_length=max_length, stride=stride)
-    ids = as_token_tensor("chunk", token_ids)
+    return _windows(as_token_tensor("chunk", token_ids), max_length, stride)
+
+
+def _windows(ids: torch.Tensor, max_length: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     n = num_chunks(ids.numel(), max_length, stride)
     step = ids.stride(0)
     size, strides = (n, max_length), (stride * step, step)
@@ -78,9 +87,64 @@ def chunk(
     return inputs, targets
 
 
-def as_token_tensor(where: str, token_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    """Validate token ids: 1-D, integer, non-negative -> int64 (N,) (a view when already int64)."""
-    if isinstance(token_ids, torch.Tensor):
+class TokenFile:
+    """A memory-mapped file of uint16 little-endian token ids (``gptref prepare``'s
+    train.bin / val.bin): ``.ids`` is a uint16 (N,) tensor over an ``np.memmap``.
+
+    Nothing is read up front: the OS reads pages as windows touch them (they count as
+    file-backed, reclaimable resident memory). ``chunk``, ``GPTDataset`` and
+    ``create_dataloader`` take it in place of ids; each window they hand out becomes
+    int64 on its own, so memory does not grow with the file.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            raise ValueError(f"{self.path}: no such token file; run `gptref prepare`") from None
+        if size % 2:
+            raise ValueError(
+                f"{self.path}: {size} bytes is not a whole number of uint16 tokens; it is "
+                "truncated or not a token file: run `gptref prepare` again"
+            )
+        if sys.byteorder != "little":
+            raise ValueError(f"{self.path}: token files are little-endian; this machine is not")
+        if size == 0:  # mmap cannot map an empty file
+            self.ids = torch.zeros(0, dtype=torch.uint16)
+        else:
+            # copy-on-write: writable as torch expects, yet a write never reaches the file
+            self.ids = torch.from_numpy(np.memmap(self.path, dtype="<u2", mode="c"))
+
+    def __len__(self) -> int:
+        return self.ids.numel()
+
+    def __repr__(self) -> str:
+        return f"TokenFile({str(self.path)!r}, {len(self):,} tokens)"
+
+    def __reduce__(self):  # a DataLoader worker re-maps the file instead of copying it
+        return TokenFile, (self.path,)
+
+
+def as_token_tensor(
+    where: str, token_ids: torch.Tensor | Sequence[int] | TokenFile | np.memmap
+) -> torch.Tensor:
+    """Validate token ids: 1-D, integer, non-negative -> int64 (N,) (a view when already int64).
+
+    Memory-mapped ids (``TokenFile``, ``np.memmap``) -> a view in the file's dtype, never a copy.
+    """
+    mapped = isinstance(token_ids, (TokenFile, np.memmap))
+    if isinstance(token_ids, TokenFile):
+        ids = token_ids.ids
+    elif isinstance(token_ids, np.memmap):
+        if not token_ids.dtype.isnative:
+            raise ValueError(
+                f"{where}: a memmap must be in native byte order, got {token_ids.dtype}"
+            )
+        with warnings.catch_warnings():  # a read-only map: torch warns that it is not writable
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            ids = torch.from_numpy(token_ids)
+    elif isinstance(token_ids, torch.Tensor):
         ids = token_ids
     else:
         # an empty list would otherwise become float32
@@ -93,7 +157,7 @@ def as_token_tensor(where: str, token_ids: torch.Tensor | Sequence[int]) -> torc
         low = int(ids.min())
         if low < 0:
             raise ValueError(f"{where}: token ids must be >= 0, got {low}")
-    return ids.to(torch.int64)
+    return ids if mapped else ids.to(torch.int64)
 
 
 def batch_order(
@@ -186,7 +250,7 @@ def batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, targets): (n, L) -> iterator of (x, y): (<= batch_size, L), in ``batch_order``."""
+    """(inputs, targets): (n, L) -> iterator of (x, y): int64 (<= batch_size, L), in ``batch_order``."""
     if inputs.shape[0] != targets.shape[0]:
         raise ValueError(
             f"batches: inputs and targets must have the same number of rows, "
@@ -203,32 +267,49 @@ def batches(
         world_size=world_size,
     )
     for idx in order:
-        yield inputs[idx], targets[idx]
+        yield inputs[idx].long(), targets[idx].long()  # windows of a token file are uint16
 
 
 class GPTDataset(Dataset):
-    """The book's ``GPTDatasetV1``: sliding windows over a text (or a 1-D tensor of ids).
+    """The book's ``GPTDatasetV1``: sliding windows over a text (or a 1-D tensor of ids,
+    or a memory-mapped ``TokenFile`` / ``np.memmap``).
 
-    ``dataset[i] -> (input (max_length,), target (max_length,))``; the windows are
-    views of one token tensor (``chunk``), not one copied tensor per window.
+    ``dataset[i] -> (input, target): int64 (max_length,)``; the windows are views of one
+    token tensor (``chunk``), not one copied tensor per window. Over a token file, each
+    window is converted to int64 as it is handed out: only the batch, never the file.
     """
 
     def __init__(
         self,
-        txt: str | torch.Tensor,
+        txt: str | torch.Tensor | TokenFile | np.memmap,
         tokenizer: tiktoken.Encoding | None,
         max_length: int,
         stride: int,
     ) -> None:
+        _check_positive("GPTDataset", max_length=max_length, stride=stride)
         ids = tokenize(txt, tokenizer) if isinstance(txt, str) else txt
         self.token_ids = as_token_tensor("GPTDataset", ids)
-        self.input_ids, self.target_ids = chunk(self.token_ids, max_length, stride)
+        self.input_ids, self.target_ids = _windows(self.token_ids, max_length, stride)
+        self._file = (txt, max_length, stride) if isinstance(txt, TokenFile) else None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.input_ids[idx], self.target_ids[idx]
+        # .long() is the identity on int64 windows; uint16 windows of a file become a copy
+        return self.input_ids[idx].long(), self.target_ids[idx].long()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._file is None:
+            return self.__dict__
+        # a spawned DataLoader worker maps the file again rather than receiving a copy of it
+        return {"_file": self._file}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("_file") is not None and "token_ids" not in state:
+            self.__init__(state["_file"][0], None, *state["_file"][1:])
+        else:
+            self.__dict__.update(state)
 
 
 class BatchOrderSampler(Sampler[list[int]]):
@@ -271,7 +352,7 @@ class BatchOrderSampler(Sampler[list[int]]):
 
 
 def create_dataloader(
-    txt: str | torch.Tensor,
+    txt: str | torch.Tensor | TokenFile | np.memmap,
     batch_size: int = 4,
     max_length: int = 256,
     stride: int = 128,

@@ -121,16 +121,19 @@ def resolve_device(name: str) -> torch.device:
 
 def build_loaders(run: RunConfig, corpus: Corpus, context: int):
     """The book's recipe: split characters, tokenize each part, slide windows."""
-    train_text, val_text = split(corpus.text, run.train_ratio)
-    train_ids, val_ids = tokenize(train_text), tokenize(val_text)
+    if isinstance(corpus, Corpus):
+        train_text, val_text = split(corpus.text, run.train_ratio)
+        train_ids, val_ids = tokenize(train_text), tokenize(val_text)
+    else:  # gptref prepare split and tokenized it: memory-mapped token files
+        train_ids, val_ids = corpus.tokens("train"), corpus.tokens("val")
     stride = run.stride or context
     for part, ids, need in (
         ("training", train_ids, context + 1),
         ("validation", val_ids, context + 1),
     ):
-        if ids.numel() < need:
+        if len(ids) < need:
             raise ValueError(
-                f"the {part} split has {ids.numel()} tokens but --context {context} needs at "
+                f"the {part} split has {len(ids)} tokens but --context {context} needs at "
                 f"least {need}; use a smaller --context (or more text"
                 + (", or a smaller --train-ratio)" if part == "validation" else ")")
             )
@@ -204,6 +207,7 @@ def train_run(
     run: RunConfig,
     *,
     texts: Sequence[str | Path] | None = None,
+    data: str | Path | None = None,
     out: str | Path,
     device: str = "auto",
     prompt: str = "Every effort moves you",
@@ -223,7 +227,7 @@ def train_run(
 
     run.validate()
     dev = resolve_device(device)
-    corpus = load_corpus(texts)
+    corpus = open_corpus(texts, data)
     say(f"gptref: training on {corpus.name}")
     out = Path(out)
     if resume is not None:
@@ -237,7 +241,7 @@ def train_run(
     if run.max_steps is not None:
         total = min(total, run.max_steps)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"run": dataclasses.asdict(run), "model": mcfg.to_dict(), "data": {"name": corpus.name, "sha256": corpus.sha256, "texts": [str(Path(t).resolve()) for t in texts or []]}}  # fmt: skip
+    meta = {"run": dataclasses.asdict(run), "model": mcfg.to_dict(), "data": data_record(corpus, texts)}  # fmt: skip
     (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     torch.manual_seed(run.seed)
@@ -320,6 +324,30 @@ def train_run(
     return summary
 
 
+def open_corpus(texts: Sequence[str | Path] | None, data: str | Path | None):
+    """-> the --text files' ``Corpus`` (no files: the built-in one), or with ``data`` the
+    ``PreparedCorpus`` that ``gptref prepare`` wrote there."""
+    from gptref.prepare import PreparedCorpus
+
+    if data is None:
+        return load_corpus(texts)
+    if texts:
+        raise ValueError(
+            "--data and --text exclude each other: --data DIR holds text files that "
+            "`gptref prepare` already tokenized; give one of them"
+        )
+    return PreparedCorpus.open(data)
+
+
+def data_record(corpus, texts: Sequence[str | Path] | None) -> dict[str, Any]:
+    """config.json's "data": the corpus's name and fingerprint, and where to find it again."""
+    record = {"name": corpus.name, "sha256": corpus.sha256,
+              "texts": [str(Path(t).resolve()) for t in texts or []]}  # fmt: skip
+    if not isinstance(corpus, Corpus):  # a prepared corpus: its split is fixed in its manifest
+        record.update(prepared=str(corpus.path.resolve()), split=corpus.manifest["split"])
+    return record
+
+
 def _resume_check(path: Path, run: RunConfig, corpus: Corpus) -> RunConfig:
     """The run directory at ``path`` must hold a checkpoint of a run on the same data."""
     config_file, ckpt = path / "config.json", path / CHECKPOINT
@@ -330,9 +358,10 @@ def _resume_check(path: Path, run: RunConfig, corpus: Corpus) -> RunConfig:
         )
     saved = json.loads(config_file.read_text())
     if saved["data"]["sha256"] != corpus.sha256:
+        prepared = saved["data"].get("prepared")
         raise ValueError(
             f"--resume {path}: that run trained on different data ({saved['data']['name']}); "
-            "pass the same --text files"
+            + (f"pass --data {prepared} (unchanged)" if prepared else "pass the same --text files")
         )
     return RunConfig(**saved["run"])
 
@@ -411,7 +440,7 @@ def eval_run(checkpoint: str | Path, *, texts: Sequence[str | Path] | None = Non
 def load_corpus_for(saved: dict[str, Any]) -> Corpus:
     """The corpus a saved run trained on, checked against its fingerprint."""
     texts = saved["data"].get("texts") or None
-    corpus = load_corpus(texts)
+    corpus = open_corpus(texts, saved["data"].get("prepared"))
     if corpus.sha256 != saved["data"]["sha256"]:
         raise ValueError(
             f"the run's data ({saved['data']['name']}) has changed since training; pass --text FILE"
