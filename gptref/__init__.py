@@ -50,6 +50,14 @@ from gptref.weights import (
 
 __version__ = "0.1.0"
 
+# the semantics this package declares to its conformance suite (gptref.conformance), where it
+# departs from the book on purpose: calc_loss_loader's default is the book's mean of batch
+# means and it takes weighting="batch" or "token"; lr_at ends at exactly min_lr (the book's
+# appendix-D formula is appendix_d_lr)
+LOADER_LOSS_WEIGHTING = "batch"
+LOADER_LOSS_WEIGHTINGS = ("batch", "token")
+LR_SCHEDULE = "exact"
+
 __all__ = [
     "GPT_CONFIG_124M",
     "GPT_CONFIG_355M",

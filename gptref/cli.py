@@ -23,6 +23,7 @@ examples:
   gptref generate --checkpoint runs/NAME --prompt "Every effort moves you" --temperature 1.4 --top-k 25
   gptref bench --preset small --batch-sizes 1,2,4,8 --dtype float32,bfloat16
   gptref plan --memory 24GiB --target-batch 1024 --preset 124M --context 1024
+  gptref conformance examples.book_style        # check another implementation against gptref's spec
 """
 
 
@@ -149,7 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=_positive_int, metavar="N", help="default: the preset's")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    c = sub.add_parser("conformance", help="run gptref's conformance suite against another implementation", description="Run gptref's specification (pytest --pyargs gptref.conformance) against MODULE, an adapter exposing split, chunk, ..., generate; exits with pytest's status. Equivalent to: GPTREF_IMPL=MODULE python -m pytest --pyargs gptref.conformance [PYTEST_ARGS].")  # fmt: skip
+    c.add_argument("impl", metavar="MODULE", help="package.module importable from here, or path/to/adapter.py")  # fmt: skip
+    c.add_argument("--allow-missing", action="store_true", help="skip, not fail, the tests of functions MODULE lacks")  # fmt: skip
+    c.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST_ARGS", help="passed on to pytest, e.g. -x -k chunk")  # fmt: skip
     return parser
+
+
+def _conformance(args: argparse.Namespace) -> int:
+    from gptref.conformance import run_suite
+
+    extra = (["--allow-missing"] if args.allow_missing else []) + args.pytest_args
+    return run_suite(args.impl, extra)
 
 
 def _split_list(flag: str, text: str, allowed: tuple[str, ...] | None = None) -> list[str]:
@@ -321,6 +333,7 @@ COMMANDS = {
     "weights": _weights,
     "bench": _bench,
     "plan": _plan,
+    "conformance": _conformance,
 }
 
 

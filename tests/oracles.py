@@ -1,41 +1,32 @@
 """Naive, obviously-correct restatements used for differential tests.
 
-Each oracle is a plain Python loop over lists, written for clarity, never speed.
-Sections: data (split, windows, batches, collate), then model/loss, schedule, generation.
+The oracles of the public contract live in ``gptref.conformance.oracles`` (the conformance
+suite's expected values) and are re-exported here; this module adds those only gptref's own
+tests need (the book's training loop, generate_text_simple, GPT-2 weights, memory).
 """
 
 from __future__ import annotations
 
+from gptref.conformance.oracles import (
+    oracle_appendix_d_lrs,
+    oracle_book_loss_loader,
+    oracle_mean_nll,
+    oracle_windows,
+)
+
+__all__ = [
+    "OracleBookDataset",
+    "oracle_appendix_d_lrs",
+    "oracle_book_generate_text_simple",
+    "oracle_book_loss_loader",
+    "oracle_book_training",
+    "oracle_gpt2_logits",
+    "oracle_mean_nll",
+    "oracle_saved_bytes",
+    "oracle_windows",
+]
+
 # ---------------------------------------------------------------- data
-
-
-def oracle_windows(
-    ids: list[int], max_length: int, stride: int
-) -> tuple[list[list[int]], list[list[int]]]:
-    """The book's GPTDatasetV1 loop: one input/target list per window start."""
-    inputs, targets = [], []
-    for i in range(0, len(ids) - max_length, stride):
-        inputs.append(ids[i : i + max_length])
-        targets.append(ids[i + 1 : i + max_length + 1])
-    return inputs, targets
-
-
-def oracle_split(data, train_ratio: float):
-    """Cut at int(train_ratio * len(data)), element by element."""
-    k = int(train_ratio * len(data))
-    head = [data[i] for i in range(k)]
-    tail = [data[i] for i in range(k, len(data))]
-    return head, tail
-
-
-def oracle_pad(pairs: list[tuple[list[int], list[int]]], pad: int, ignore: int, max_length):
-    """Right-pad every truncated pair to the longest, inputs with pad, targets with ignore."""
-    if max_length is not None:
-        pairs = [(x[:max_length], y[:max_length]) for x, y in pairs]
-    width = max(len(x) for x, _ in pairs)
-    inputs = [x + [pad] * (width - len(x)) for x, _ in pairs]
-    targets = [y + [ignore] * (width - len(y)) for _, y in pairs]
-    return inputs, targets
 
 
 class OracleBookDataset:
@@ -111,86 +102,7 @@ def oracle_book_training(model, train_loader, val_loader, optimizer, num_epochs,
 # ---------------------------------------------------------------- schedule (issue 4)
 
 
-def oracle_lr(step, peak_lr, total_steps, warmup_steps, initial_lr, min_lr):
-    """Warmup + cosine from its definition: a straight line, then half a cosine whose last
-    point, total_steps - 1, is min_lr; min_lr after that."""
-    import math
-
-    last = total_steps - 1
-    if step < warmup_steps:
-        return initial_lr + (peak_lr - initial_lr) * step / warmup_steps
-    if step >= last:
-        return min_lr
-    fraction = (step - warmup_steps) / (last - warmup_steps)
-    return min_lr + (peak_lr - min_lr) * (1 + math.cos(math.pi * fraction)) / 2
-
-
-def oracle_appendix_d_lrs(peak_lr, total_steps, warmup_steps, initial_lr, min_lr):
-    """Every lr the book's appendix-D train_model sets, in its loop's own order (global_step
-    starts at -1 and is incremented before each update)."""
-    import math
-
-    lrs = []
-    global_step = -1
-    lr_increment = (peak_lr - initial_lr) / warmup_steps
-    for _ in range(total_steps):
-        global_step += 1
-        if global_step < warmup_steps:
-            lr = initial_lr + global_step * lr_increment
-        else:
-            progress = (global_step - warmup_steps) / (total_steps - warmup_steps)
-            lr = min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-        lrs.append(lr)
-    return lrs
-
-
 # ---------------------------------------------------------------- generation (issue 4)
-
-
-def oracle_greedy(next_logits, prompts, max_new_tokens, context_size):
-    """Greedy decoding row by row: append the first index of the largest of
-    next_logits(last context_size tokens), a plain loop over a list of floats."""
-    out = []
-    for prompt in prompts:
-        seq = list(prompt)
-        for _ in range(max_new_tokens):
-            logits = next_logits(seq[-context_size:])
-            best = 0
-            for j in range(len(logits)):
-                if logits[j] > logits[best]:
-                    best = j
-            seq.append(best)
-        out.append(seq)
-    return out
-
-
-def oracle_book_generate(
-    model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None, eos_id=None
-):
-    """The book's chapter-5 ``generate``, operation for operation (batch size 1)."""
-    import torch
-
-    for _ in range(max_new_tokens):
-        idx_cond = idx[:, -context_size:]
-        with torch.no_grad():
-            logits = model(idx_cond)
-        logits = logits[:, -1, :]
-        if top_k is not None:
-            top_logits, _ = torch.topk(logits, top_k)
-            min_val = top_logits[:, -1]
-            logits = torch.where(
-                logits < min_val, torch.tensor(float("-inf")).to(logits.device), logits
-            )
-        if temperature > 0.0:
-            logits = logits / temperature
-            probs = torch.softmax(logits, dim=-1)
-            idx_next = torch.multinomial(probs, num_samples=1)
-        else:
-            idx_next = torch.argmax(logits, dim=-1, keepdim=True)
-        if idx_next == eos_id:
-            break
-        idx = torch.cat((idx, idx_next), dim=1)
-    return idx
 
 
 def oracle_book_generate_text_simple(model, idx, max_new_tokens, context_size):
@@ -209,48 +121,6 @@ def oracle_book_generate_text_simple(model, idx, max_new_tokens, context_size):
 
 
 # ---------------------------------------------------------------- model and loss
-
-
-def oracle_token_nll(logits: list[float], target: int) -> float:
-    """-log softmax(logits)[target] in double precision: log-sum-exp with the max taken out."""
-    import math
-
-    top = max(logits)
-    total = 0.0
-    for z in logits:
-        total += math.exp(z - top)
-    return -(logits[target] - top - math.log(total))
-
-
-def oracle_mean_nll(
-    logits: list[list[list[float]]], targets: list[list[int]], ignore_index: int = -100
-) -> float:
-    """Mean of oracle_token_nll over every (row, position) whose target is not ignore_index;
-    rows may differ in length (so batches can be concatenated); nan when none count."""
-    total, count = 0.0, 0
-    for row_logits, row_targets in zip(logits, targets, strict=True):
-        for position_logits, target in zip(row_logits, row_targets, strict=True):
-            if target != ignore_index:
-                total += oracle_token_nll(position_logits, target)
-                count += 1
-    return total / count if count else float("nan")
-
-
-def oracle_book_loss_loader(batch_losses: list[float], num_batches: int | None = None) -> float:
-    """The book's calc_loss_loader loop, given the per-batch mean losses it would compute."""
-    total_loss = 0.0
-    if len(batch_losses) == 0:
-        return float("nan")
-    elif num_batches is None:
-        num_batches = len(batch_losses)
-    else:
-        num_batches = min(num_batches, len(batch_losses))
-    for i, loss in enumerate(batch_losses):
-        if i < num_batches:
-            total_loss += loss
-        else:
-            break
-    return total_loss / num_batches
 
 
 # ---------------------------------------------------------------- Hugging Face GPT-2 weights (issue 5)

@@ -1,5 +1,9 @@
-"""The data path's specification: split, tokenize, num_chunks, chunk, batch_order, collate,
-batches, GPTDataset and create_dataloader; each property against a naive oracle."""
+"""The data path's gptref-specific specification: argument errors, tokenize, chunk's views and
+input types, batches, GPTDataset and create_dataloader; each property against a naive oracle.
+
+The properties of the public contract (split, num_chunks, chunk's windows, batch_order and
+collate) are the conformance suite's: gptref/conformance/test_data.py, run against gptref by
+the same ``python -m pytest``."""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ import math
 
 import pytest
 import torch
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 
 from gptref.data import (
     GPTDataset,
@@ -25,40 +29,11 @@ from gptref.data import (
 from gptref.tokenizer import gpt2_tokenizer
 from tests.oracles import (
     OracleBookDataset,
-    oracle_pad,
-    oracle_split,
     oracle_windows,
 )
-from tests.strategies import batch_sizes, epochs, seeds, token_lists, train_ratios, window_params
+from tests.strategies import batch_sizes, epochs, seeds, token_lists
 
 # ---------------------------------------------------------------- split
-
-splittables = st.one_of(
-    st.text(max_size=100),
-    token_lists(max_size=100),
-    token_lists(max_size=100).map(lambda ids: torch.tensor(ids, dtype=torch.int64)),
-)
-
-
-def _as_list(x):
-    return x.tolist() if isinstance(x, torch.Tensor) else list(x)
-
-
-@given(data=splittables, ratio=train_ratios)
-def test_split_parts_concatenate_to_the_data(data, ratio):
-    """train + val == data, for str, list and tensor alike."""
-    train, val = split(data, ratio)
-    assert type(train) is type(data) and type(val) is type(data)
-    assert _as_list(train) + _as_list(val) == _as_list(data), (data, ratio)
-
-
-@given(data=splittables, ratio=train_ratios)
-def test_split_train_length_is_int_of_ratio_times_length(data, ratio):
-    """len(train) == int(ratio * len(data)), and both parts equal the oracle's."""
-    train, val = split(data, ratio)
-    assert len(train) == int(ratio * len(data))
-    head, tail = oracle_split(_as_list(data), ratio)
-    assert (_as_list(train), _as_list(val)) == (head, tail)
 
 
 @pytest.mark.parametrize("ratio", [0, 1, -0.1, 1.5, float("nan")])
@@ -99,43 +74,6 @@ def test_tokenize_rejects_non_text():
 # ---------------------------------------------------------------- num_chunks / chunk
 
 
-@given(params=window_params())
-def test_num_chunks_equals_the_books_range_length(params):
-    """num_chunks(n, L, s) == len(range(0, n - L, s))."""
-    n, L, s = params
-    assert num_chunks(n, L, s) == len(range(0, n - L, s))
-
-
-@given(ids=token_lists(max_size=200), L=st.integers(1, 40), s=st.integers(1, 50))
-def test_chunk_shapes_are_num_chunks_by_max_length_int64(ids, L, s):
-    """inputs and targets are int64 (num_chunks(N, L, s), L)."""
-    inputs, targets = chunk(torch.tensor(ids, dtype=torch.int64), L, s)
-    n = num_chunks(len(ids), L, s)
-    assert inputs.shape == targets.shape == (n, L)
-    assert inputs.dtype == targets.dtype == torch.int64
-
-
-@given(ids=token_lists(max_size=200), L=st.integers(1, 40), s=st.integers(1, 50))
-@example(ids=list(range(10)), L=9, s=1).via("one window: the last target is the last token")
-@example(ids=list(range(10)), L=10, s=1).via("too short: no room for the last target")
-def test_chunk_rows_equal_the_books_loop(ids, L, s):
-    """Every window equals the oracle's ids[i*s : i*s+L] / ids[i*s+1 : i*s+L+1]."""
-    inputs, targets = chunk(torch.tensor(ids, dtype=torch.int64), L, s)
-    want_in, want_out = oracle_windows(ids, L, s)
-    assert inputs.tolist() == want_in, (ids, L, s)
-    assert targets.tolist() == want_out, (ids, L, s)
-
-
-@given(ids=token_lists(min_size=2, max_size=200), L=st.integers(1, 40), s=st.integers(1, 50))
-def test_chunk_targets_are_inputs_shifted_by_one(ids, L, s):
-    """targets[i, :-1] == inputs[i, 1:] and targets[i, -1] is the token after the window."""
-    t = torch.tensor(ids, dtype=torch.int64)
-    inputs, targets = chunk(t, L, s)
-    assert torch.equal(targets[:, :-1], inputs[:, 1:])
-    for i in range(inputs.shape[0]):
-        assert targets[i, -1] == t[i * s + L]
-
-
 @given(ids=token_lists(min_size=1, max_size=200), L=st.integers(1, 40), s=st.integers(1, 50))
 def test_chunk_outputs_are_views_sharing_the_input_storage(ids, L, s):
     """chunk copies nothing: both outputs alias the input's storage."""
@@ -157,16 +95,6 @@ def test_chunk_of_a_slice_is_a_view_of_the_slice():
     assert inputs.tolist() == oracle_windows(list(range(10, 30)), 4, 3)[0]
     assert targets.tolist() == oracle_windows(list(range(10, 30)), 4, 3)[1]
     assert inputs.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
-
-
-@given(n=st.integers(0, 20), L=st.integers(1, 20), extra=st.integers(1, 19))
-def test_chunk_with_stride_equal_max_length_tiles_the_prefix(n, L, extra):
-    """stride == max_length gives non-overlapping windows covering ids[:k*L] exactly."""
-    ids = torch.arange(n * L + extra % L + 1)
-    inputs, _ = chunk(ids, L, L)
-    k = inputs.shape[0]
-    assert torch.equal(inputs.reshape(-1), ids[: k * L])
-    assert k == num_chunks(ids.numel(), L, L)
 
 
 @given(ids=token_lists(max_size=100), L=st.integers(1, 10), s=st.integers(1, 10))
@@ -203,94 +131,6 @@ def test_chunk_rejects_bad_arguments_naming_the_value(kwargs, error, pattern):
 # ---------------------------------------------------------------- batch_order
 
 
-@given(n=st.integers(0, 60), b=batch_sizes, shuffle=st.booleans(), seed=seeds, epoch=epochs)
-def test_batch_order_partitions_range_without_drop_last(n, b, shuffle, seed, epoch):
-    """Without drop_last the batches are a partition of range(n) into ceil(n/b) batches."""
-    order = batch_order(n, b, shuffle=shuffle, seed=seed, epoch=epoch)
-    assert len(order) == math.ceil(n / b)
-    flat = torch.cat(order).tolist() if order else []
-    assert sorted(flat) == list(range(n))
-    assert all(len(x) == b for x in order[:-1]) and all(0 < len(x) <= b for x in order)
-
-
-@given(n=st.integers(0, 60), b=batch_sizes, shuffle=st.booleans(), seed=seeds, epoch=epochs)
-def test_batch_order_with_drop_last_keeps_n_minus_remainder_distinct_samples(
-    n, b, shuffle, seed, epoch
-):
-    """With drop_last: n // b full batches of distinct indices, n - n % b in all."""
-    order = batch_order(n, b, shuffle=shuffle, drop_last=True, seed=seed, epoch=epoch)
-    assert len(order) == n // b
-    assert all(len(x) == b for x in order)
-    flat = torch.cat(order).tolist() if order else []
-    assert len(set(flat)) == len(flat) == n - n % b
-    assert set(flat) <= set(range(n))
-
-
-@given(n=st.integers(0, 60), b=batch_sizes, drop_last=st.booleans())
-def test_batch_order_without_shuffle_is_the_identity_order(n, b, drop_last):
-    """Unshuffled batches are consecutive slices of 0..n-1 (the oracle loader's order)."""
-    order = batch_order(n, b, drop_last=drop_last)
-    flat = torch.cat(order).tolist() if order else []
-    assert flat == list(range(len(flat)))
-
-
-@given(n=st.integers(0, 60), b=batch_sizes, seed=seeds, epoch=epochs, drop_last=st.booleans())
-def test_batch_order_is_a_pure_function_of_its_arguments(n, b, seed, epoch, drop_last):
-    """Equal arguments give equal batches, whatever the global RNG did in between."""
-    kw = dict(shuffle=True, drop_last=drop_last, seed=seed, epoch=epoch)
-    first = batch_order(n, b, **kw)
-    torch.rand(7)  # disturb the global RNG
-    state = torch.get_rng_state()
-    second = batch_order(n, b, **kw)
-    assert torch.equal(torch.get_rng_state(), state), "batch_order touched the global RNG"
-    assert len(first) == len(second) and all(
-        torch.equal(x, y) for x, y in zip(first, second, strict=True)
-    )
-
-
-def test_batch_order_epochs_and_seeds_give_different_orders():
-    """Different epochs (and seeds) shuffle differently; seed/epoch do not alias (0,1) vs (1,0)."""
-    orders = {
-        (seed, epoch): torch.cat(batch_order(50, 5, shuffle=True, seed=seed, epoch=epoch)).tolist()
-        for seed, epoch in [(0, 0), (0, 1), (1, 0), (1, 1)]
-    }
-    assert len({tuple(v) for v in orders.values()}) == 4, orders
-
-
-@given(
-    n=st.integers(0, 60),
-    b=batch_sizes,
-    world_size=st.integers(1, 5),
-    shuffle=st.booleans(),
-    drop_last=st.booleans(),
-    seed=seeds,
-)
-def test_batch_order_shards_are_disjoint_equal_and_cover_the_single_process_order(
-    n, b, world_size, shuffle, drop_last, seed
-):
-    """Ranks get disjoint shards of n // world_size samples each whose union is the first
-    n - n % world_size samples of the world_size=1 order; the ranks' j-th batches together
-    form the j-th block of world_size * b samples of that order (the global batch)."""
-    kw = dict(shuffle=shuffle, drop_last=drop_last, seed=seed)
-    single = batch_order(n, 1, **kw)
-    single_flat = torch.cat(single).tolist() if single else []
-    shards = [batch_order(n, b, rank=r, world_size=world_size, **kw) for r in range(world_size)]
-    flats = [torch.cat(s).tolist() if s else [] for s in shards]
-    per_rank = n // world_size
-    kept = per_rank - per_rank % b if drop_last else per_rank
-    assert all(len(f) == kept for f in flats)
-    union = [i for f in flats for i in f]
-    assert len(set(union)) == len(union), "shards overlap"
-    assert set(union) <= set(single_flat[: per_rank * world_size])
-    if not drop_last:
-        assert set(union) == set(single_flat[: per_rank * world_size])
-    assert len({len(s) for s in shards}) <= 1, "ranks disagree on the number of batches"
-    used = single_flat[: per_rank * world_size]  # the remainder n % world_size is dropped
-    for j in range(len(shards[0])):
-        block = used[j * b * world_size : (j + 1) * b * world_size]
-        assert sorted(i for s in shards for i in s[j].tolist()) == sorted(block)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
@@ -310,50 +150,11 @@ def test_batch_order_rejects_bad_arguments_naming_the_value(kwargs, pattern):
 # ---------------------------------------------------------------- collate
 
 
-@given(
-    rows=st.integers(1, 6),
-    width=st.integers(1, 12),
-    data=st.data(),
-)
-def test_collate_of_equal_lengths_equals_default_collate(rows, width, data):
-    """Equal-length pairs stack exactly as torch's default_collate does."""
-    samples = [
-        (
-            torch.tensor(data.draw(token_lists(width, width))),
-            torch.tensor(data.draw(token_lists(width, width))),
-        )
-        for _ in range(rows)
-    ]
-    got = collate(samples)
-    want = default_collate(samples)
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
-
-
 ragged_pairs = st.lists(
     st.integers(1, 15).flatmap(lambda k: st.tuples(token_lists(k, k), token_lists(k, k))),
     min_size=1,
     max_size=6,
 )
-
-
-@given(
-    pairs=ragged_pairs,
-    max_length=st.none() | st.integers(1, 15),
-    pad=st.integers(0, 50256),
-    ignore=st.integers(-200, -1),
-)
-def test_collate_pads_inputs_with_pad_and_targets_with_ignore_index(pairs, max_length, pad, ignore):
-    """Ragged pairs are truncated to max_length, then right-padded: inputs with pad_token_id,
-    targets with ignore_index; the unpadded prefix is unchanged (the oracle's padding)."""
-    inputs, targets = collate(
-        [(torch.tensor(x), torch.tensor(y)) for x, y in pairs],
-        pad_token_id=pad,
-        ignore_index=ignore,
-        max_length=max_length,
-    )
-    want_in, want_out = oracle_pad(pairs, pad, ignore, max_length)
-    assert inputs.tolist() == want_in and targets.tolist() == want_out
-    assert inputs.dtype == targets.dtype == torch.int64
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,8 @@
-"""Properties of gptref/generate.py: generate and generate_text_simple."""
+"""gptref/generate.py beyond the book's generate for one prompt: batches (per-row top-k, eos
+padding), the generator argument, generate_text_simple, argument errors.
+
+generate's contract (greedy, top-k, eos and the book's random numbers for one prompt, context
+cropping, model mode) is the conformance suite's: gptref/conformance/test_generate.py."""
 
 from __future__ import annotations
 
@@ -8,35 +12,14 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch import nn
 
+from gptref.conformance.models import BagOfTokens
 from gptref.generate import generate, generate_text_simple
 from gptref.model import GPTConfig, GPTModel
-from tests.oracles import oracle_book_generate, oracle_book_generate_text_simple, oracle_greedy
+from tests.oracles import oracle_book_generate_text_simple
 from tests.strategies import prompts, seeds
 
 VOCAB = 11
-
-
-class BagOfTokens(nn.Module):
-    """ids int (b, T) -> logits float32 (b, T, vocab): position t scores the mean of a fixed
-    random table's rows for tokens 0..t, so every token in the window moves the logits.
-    Records each call's input and last-position logits."""
-
-    def __init__(self, vocab_size: int = VOCAB, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("table", 3 * torch.randn(vocab_size, vocab_size, generator=g))
-        self.inputs: list[torch.Tensor] = []
-        self.last_logits: list[torch.Tensor] = []
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = self.table[ids]  # (b, T, vocab)
-        counts = torch.arange(1, ids.shape[1] + 1, dtype=rows.dtype)[:, None]  # (T, 1)
-        logits = rows.cumsum(1) / counts
-        self.inputs.append(ids.clone())
-        self.last_logits.append(logits[:, -1].clone())
-        return logits
 
 
 @functools.lru_cache(maxsize=2)
@@ -82,19 +65,6 @@ def test_output_starts_with_idx_and_grows_by_at_most_max_new_tokens(
     assert torch.equal(out[:, :T], idx), (out, idx)
     if eos_id is None:
         assert out.shape[1] == T + n, (out.shape, T, n)
-
-
-@given(rows=prompts(VOCAB), n=new_token_counts, ctx=context_sizes)
-def test_greedy_equals_stepwise_argmax_oracle(rows, n, ctx):
-    """temperature 0 appends, row by row, the first argmax of the logits of the last
-    context_size tokens (a plain loop over lists of floats)."""
-    model = BagOfTokens()
-    out = generate(model, torch.tensor(rows), n, ctx)
-
-    def next_logits(seq):
-        return model(torch.tensor([seq]))[0, -1].tolist()
-
-    assert out.tolist() == oracle_greedy(next_logits, rows, n, ctx), rows
 
 
 @given(
@@ -144,19 +114,6 @@ def test_same_generator_seed_same_output_and_global_rng_untouched(rows, n, top_k
     assert torch.equal(torch.get_rng_state(), before), "generate advanced the global RNG"
 
 
-@given(rows=prompts(VOCAB), n=new_token_counts, ctx=context_sizes, seed=seeds)
-def test_model_sees_exactly_the_last_context_size_tokens(rows, n, ctx, seed):
-    """At step s the model's input is out[:, :T + s][:, -context_size:]: never wider than
-    context_size, never anything else."""
-    model = BagOfTokens()
-    out = generate(model, torch.tensor(rows), n, ctx, 1.0, generator=seeded(seed))
-    T = len(rows[0])
-    assert len(model.inputs) == n
-    for s, seen in enumerate(model.inputs):
-        assert seen.shape[1] <= ctx, (s, seen.shape, ctx)
-        assert torch.equal(seen, out[:, : T + s][:, -ctx:]), (s, seen, out)
-
-
 @given(
     rows=prompts(VOCAB, max_batch=5),
     n=new_token_counts,
@@ -182,45 +139,14 @@ def test_eos_truncates_each_row_and_pads_it_with_eos(rows, n, temperature, top_k
     assert out.tolist() == want, (free, out, eos_id)
 
 
-@given(
-    row=prompts(VOCAB, max_batch=1),
-    n=new_token_counts,
-    ctx=context_sizes,
-    temperature=temperatures,
-    top_k=st.one_of(st.none(), st.integers(1, VOCAB)),
-    eos_id=eos_ids,
-    seed=seeds,
-)
-def test_batch_of_one_equals_the_books_generate_including_rng(
-    row, n, ctx, temperature, top_k, eos_id, seed
-):
-    """For b == 1 and no generator: the book's generate's output, and the same global RNG
-    state afterwards (the same random numbers were drawn)."""
-    idx = torch.tensor(row)
-    torch.manual_seed(seed)
-    book = oracle_book_generate(BagOfTokens(), idx, n, ctx, temperature, top_k, eos_id)
-    book_rng = torch.get_rng_state()
-    torch.manual_seed(seed)
-    ours = generate(BagOfTokens(), idx, n, ctx, temperature, top_k, eos_id)
-    assert torch.equal(ours, book), (ours, book)
-    assert torch.equal(torch.get_rng_state(), book_rng), "different random numbers drawn"
-
-
 @given(rows=prompts(50, max_batch=2, max_len=9), n=st.integers(0, 4))
-def test_gpt_model_greedy_equals_oracle_and_crops_to_its_context(rows, n):
-    """With a real GPTModel (context 6) and prompts up to 9 tokens, generate crops every
-    input to the context (the model rejects longer ones) and each row equals the
-    stepwise-argmax oracle; generate_text_simple equals the book's."""
+def test_gpt_model_generate_text_simple_equals_the_books_and_crops_to_its_context(rows, n):
+    """With a real GPTModel (context 6) and prompts up to 9 tokens, generate_text_simple crops
+    every input to the context (the model rejects longer ones) and equals the book's (the
+    suite checks generate the same way)."""
     model = tiny_gpt()
     idx = torch.tensor(rows)
     ctx = model.cfg.context_length
-
-    def next_logits(seq):
-        return model(torch.tensor([seq]))[0, -1].tolist()
-
-    for i, row in enumerate(rows):  # one row at a time: batched float sums may round differently
-        out = generate(model, idx[i : i + 1], n, ctx)
-        assert out.tolist() == oracle_greedy(next_logits, [row], n, ctx), row
     simple = generate_text_simple(model, idx, n, ctx)
     assert torch.equal(simple, oracle_book_generate_text_simple(model, idx, n, ctx)), rows
 
@@ -235,12 +161,12 @@ def test_generate_text_simple_equals_the_books(rows, n, ctx):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_generate_leaves_model_mode_unchanged(training):
-    """generate neither calls eval() nor train(): model.training is what it was."""
+def test_generate_text_simple_leaves_model_mode_unchanged(training):
+    """generate_text_simple neither calls eval() nor train(): model.training is what it was
+    (the suite checks generate)."""
     model = tiny_gpt(drop_rate=0.1)
     model.train(training)
     try:
-        generate(model, torch.tensor([[1, 2, 3]]), 3, 6)
         generate_text_simple(model, torch.tensor([[1, 2, 3]]), 3, 6)
         assert model.training is training
     finally:

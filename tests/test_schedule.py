@@ -1,15 +1,18 @@
-"""Properties of gptref/schedule.py: lr_at and the book's appendix-D schedule."""
+"""gptref/schedule.py beyond lr_at's contract: the book's appendix-D schedule (appendix_d_lr),
+how it relates to lr_at, and the argument errors.
+
+lr_at's properties (declared LR_SCHEDULE = "exact": end points, monotonicity, bounds, the
+oracle) are the conformance suite's: gptref/conformance/test_schedule.py."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-from hypothesis import example, given
-from hypothesis import strategies as st
+from hypothesis import given
 
 from gptref.schedule import appendix_d_lr, lr_at
-from tests.oracles import oracle_appendix_d_lrs, oracle_lr
+from tests.oracles import oracle_appendix_d_lrs
 from tests.strategies import lr_schedules
 
 # min_lr + (peak_lr - min_lr) rounds to 0.30000000000000004, not peak_lr: pins the exact peak
@@ -18,73 +21,6 @@ ROUNDING = dict(peak_lr=0.3, total_steps=10, warmup_steps=3, initial_lr=0.1, min
 
 def lrs(sched: dict, steps) -> list[float]:
     return [lr_at(s, **sched) for s in steps]
-
-
-@given(sched=lr_schedules())
-@example(sched=ROUNDING)
-def test_lr_at_end_points_are_exact(sched):
-    """lr_at(0) == initial_lr (peak_lr without warmup), lr_at(warmup_steps) == peak_lr and
-    lr_at(total_steps - 1) == min_lr, bit for bit."""
-    w, last = sched["warmup_steps"], sched["total_steps"] - 1
-    first = sched["initial_lr"] if w > 0 else sched["peak_lr"]
-    assert lr_at(0, **sched) == first, (sched, lr_at(0, **sched))
-    assert lr_at(w, **sched) == sched["peak_lr"], (sched, lr_at(w, **sched))
-    assert lr_at(last, **sched) == sched["min_lr"], (sched, lr_at(last, **sched))
-
-
-@given(sched=lr_schedules())
-def test_lr_at_warmup_is_non_decreasing(sched):
-    """lr_at(s) <= lr_at(s + 1) for every s < warmup_steps."""
-    values = lrs(sched, range(sched["warmup_steps"] + 1))
-    bad = [s for s in range(len(values) - 1) if values[s] > values[s + 1]]
-    assert not bad, (sched, bad, values)
-
-
-@given(sched=lr_schedules())
-@example(sched=ROUNDING)
-def test_lr_at_is_non_increasing_after_warmup(sched):
-    """lr_at(s) >= lr_at(s + 1) for every s >= warmup_steps, including steps past the end."""
-    steps = range(sched["warmup_steps"], sched["total_steps"] + 3)
-    values = lrs(sched, steps)
-    bad = [steps[i] for i in range(len(values) - 1) if values[i] < values[i + 1]]
-    assert not bad, (sched, bad)
-
-
-@given(sched=lr_schedules())
-def test_lr_at_stays_within_min_initial_and_peak(sched):
-    """min(initial_lr, min_lr) <= lr_at(s) <= peak_lr for every step, past the end too."""
-    low = min(sched["initial_lr"], sched["min_lr"])
-    values = lrs(sched, range(sched["total_steps"] + 3))
-    bad = [(s, v) for s, v in enumerate(values) if not low <= v <= sched["peak_lr"]]
-    assert not bad, (sched, bad)
-
-
-@given(sched=lr_schedules())
-def test_lr_at_is_continuous_at_the_warmup_boundary(sched):
-    """No jump where warmup meets cosine: the last warmup step is one increment below
-    peak_lr, and the first cosine step drops at most (peak_lr - min_lr) * (pi / n)**2 / 4,
-    n = total_steps - 1 - warmup_steps (since 1 - cos x <= x**2 / 2)."""
-    w, peak = sched["warmup_steps"], sched["peak_lr"]
-    n = sched["total_steps"] - 1 - w
-    slack = 4 * math.ulp(peak)
-    if w > 0:
-        increment = (peak - sched["initial_lr"]) / w
-        rise = peak - lr_at(w - 1, **sched)
-        assert math.isclose(rise, increment, rel_tol=1e-9, abs_tol=slack), (sched, rise)
-    drop = peak - lr_at(w + 1, **sched)
-    bound = (peak - sched["min_lr"]) * (math.pi / n) ** 2 / 4
-    assert 0 <= drop <= bound + slack, (sched, drop, bound)
-
-
-@given(sched=lr_schedules(), extra=st.integers(0, 5))
-def test_lr_at_equals_oracle(sched, extra):
-    """lr_at equals the schedule's definition (a line, then half a cosine, then min_lr) at
-    every step, to float rounding."""
-    steps = range(sched["total_steps"] + extra)
-    tol = 1e-12 * sched["peak_lr"]
-    for s in steps:
-        got, want = lr_at(s, **sched), oracle_lr(s, **sched)
-        assert math.isclose(got, want, rel_tol=1e-12, abs_tol=tol), (sched, s, got, want)
 
 
 @given(sched=lr_schedules(min_warmup=1))

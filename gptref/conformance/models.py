@@ -1,0 +1,87 @@
+"""Fixture models: what the suite feeds the loss, train_step and generate functions.
+
+The contract under test is the functions, not the model: any callable ``ids int64 (b, T) ->
+logits float32 (b, T, vocab)`` will do. ``gpt`` builds a tiny GPT: the adapter's
+``make_model(config)`` when it has one, else gptref's ``GPTModel`` (the book's architecture).
+Every model here knows the code that rebuilds it, so failure messages can show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from gptref.conformance.repro import show, tagged
+
+
+class FixedLogits(nn.Module):
+    """Returns the given logits (b, T, V) for any ids of shape (b, T)."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+        tagged(self, f"models.FixedLogits({show(logits)})")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.shape != self.logits.shape[:2]:
+            raise ValueError(
+                f"FixedLogits: ids {tuple(ids.shape)}, logits {tuple(self.logits.shape)}"
+            )
+        return self.logits
+
+
+class ConstantLogits(nn.Module):
+    """The same logit vector (V,) at every position of any ids (b, T)."""
+
+    def __init__(self, row: torch.Tensor) -> None:
+        super().__init__()
+        self.row = row
+        tagged(self, f"models.ConstantLogits({show(row)})")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.row.expand(*ids.shape, -1)
+
+
+class BagOfTokens(nn.Module):
+    """ids int (b, T) -> logits float32 (b, T, vocab): position t scores the mean of a fixed
+    random table's rows for tokens 0..t, so every token in the window moves the logits, and
+    rows never interact. Records each call's input and last-position logits."""
+
+    def __init__(self, vocab_size: int = 11, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("table", 3 * torch.randn(vocab_size, vocab_size, generator=g))
+        self.inputs: list[torch.Tensor] = []
+        self.last_logits: list[torch.Tensor] = []
+        tagged(self, f"models.BagOfTokens(vocab_size={vocab_size}, seed={seed})")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.table[ids]  # (b, T, vocab)
+        counts = torch.arange(1, ids.shape[1] + 1, dtype=rows.dtype)[:, None]  # (T, 1)
+        logits = rows.cumsum(1) / counts
+        self.inputs.append(ids.clone())
+        self.last_logits.append(logits[:, -1].clone())
+        return logits
+
+
+def gpt(
+    config: Mapping[str, Any],
+    seed: int = 123,
+    make_model: Callable[[dict[str, Any]], nn.Module] | None = None,
+) -> nn.Module:
+    """A GPT seeded with ``torch.manual_seed(seed)``, in eval mode. ``config``: the book's dict
+    (gptref's ``GPTConfig.to_dict()`` keys are accepted too). ``make_model``: the adapter's."""
+    torch.manual_seed(seed)
+    if make_model is not None:
+        book_keys = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")  # fmt: skip
+        model = make_model({k: config[k] for k in book_keys})
+        code = f"models.gpt({dict(config)!r}, seed={seed}, make_model=impl.make_model)"
+    else:
+        from gptref.model import GPTModel
+
+        model = GPTModel(dict(config))
+        code = f"models.gpt({dict(config)!r}, seed={seed})"
+    return tagged(model.eval(), code)

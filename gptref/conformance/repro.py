@@ -1,0 +1,145 @@
+"""Failure messages that reproduce: every call the suite makes is shown as code.
+
+``Call(impl, "chunk", ids, 4, 1)`` runs ``impl.chunk(ids, 4, 1)``; when the implementation
+raises, the exception carries the call as a note, and a wrong result fails with::
+
+    chunk: the windows differ from the book's loop
+      reproduce: import torch; from gptref.conformance import models; import mymod as impl
+                 impl.chunk(torch.tensor([0, 1]), 1, 1)
+      expected:  ...
+      got:       ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+MAX_SHOWN = 1500  # characters of one shown value; hypothesis shrinks failures far below this
+
+
+class Code:
+    """``value`` shown as the given source text (e.g. a variable defined in the setup lines);
+    a Call passes ``value`` itself."""
+
+    def __init__(self, text: str, value: Any = None) -> None:
+        self.text, self.value = text, value
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def tagged(obj: Any, code: str) -> Any:
+    """Mark ``obj`` (a model, an optimizer) to be shown as ``code`` in reproductions."""
+    obj._gptref_repro = code
+    return obj
+
+
+def show(value: Any) -> str:
+    """A value as Python source (tensors as ``torch.tensor(...)``), cut to MAX_SHOWN characters."""
+    text = _show(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + " ...(cut)"
+
+
+def _show(value: Any) -> str:
+    code = getattr(value, "_gptref_repro", None)
+    if code is not None:
+        return code
+    if isinstance(value, torch.Tensor):
+        data = value.detach().cpu()
+        default = torch.tensor(data.tolist()).dtype if data.numel() else torch.float32
+        dtype = "" if data.dtype == default else f", dtype={data.dtype}"
+        if data.dim() == 0:
+            return f"torch.tensor({data.item()!r}{dtype})"
+        return f"torch.tensor({data.tolist()!r}{dtype})"
+    if isinstance(value, tuple):
+        inner = ", ".join(_show(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_show(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` (Python >= 3.11); on 3.10 the note joins the exception's args."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.args = (f"{exc.args[0] if exc.args else ''}\n{note}", *exc.args[1:])
+
+
+class Call:
+    """``impl.<fn>(*args, **kwargs)`` with optional setup lines (``model = ...``), shown as code."""
+
+    def __init__(
+        self, impl: Any, fn: str, *args: Any, setup: Sequence[str] = (), **kwargs: Any
+    ) -> None:
+        self.impl, self.fn, self.args, self.kwargs, self.setup = impl, fn, args, kwargs, setup
+
+    def code(self) -> str:
+        parts = [show(a) for a in self.args] + [f"{k}={show(v)}" for k, v in self.kwargs.items()]
+        return f"impl.{self.fn}({', '.join(parts)})"
+
+    def listing(self) -> str:
+        spec = self.impl.spec
+        if spec.endswith(".py"):
+            load = f"from gptref.conformance import load_implementation; impl = load_implementation({spec!r})"
+        else:
+            load = f"import {spec} as impl"
+        body = [*self.setup, self.code()]
+        uses_models = any("models." in line for line in body)
+        lines = [f"import torch; {'from gptref.conformance import models; ' * uses_models}{load}"]
+        return "\n             ".join(lines + body)
+
+    def __call__(self) -> Any:
+        fn = getattr(self.impl, self.fn)
+        args = [a.value if isinstance(a, Code) else a for a in self.args]
+        kwargs = {k: v.value if isinstance(v, Code) else v for k, v in self.kwargs.items()}
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            add_note(e, f"gptref conformance: raised by\n  reproduce: {self.listing()}")
+            raise
+
+    # ---------------------------------------------------------------- verdicts
+
+    def fail(self, what: str, expected: Any, got: Any) -> None:
+        __tracebackhide__ = True
+        raise AssertionError(
+            f"{self.fn}: {what}\n"
+            f"  reproduce: {self.listing()}\n"
+            f"  expected:  {show(expected)}\n"
+            f"  got:       {show(got)}"
+        )
+
+    def check(self, ok: bool, what: str, expected: Any, got: Any) -> None:
+        __tracebackhide__ = True
+        if not ok:
+            self.fail(what, expected, got)
+
+    def equal(self, got: Any, expected: Any, what: str) -> None:
+        """Equal as nested lists (tensors by value: check shapes separately where they matter)."""
+        __tracebackhide__ = True
+        self.check(_plain(got) == _plain(expected), what, expected, got)
+
+    def close(self, got: float, expected: float, what: str, *, rtol: float, atol: float) -> None:
+        """Floats equal within rtol/atol; nan equals nan."""
+        __tracebackhide__ = True
+        got, expected = float(got), float(expected)
+        ok = (math.isnan(got) and math.isnan(expected)) or math.isclose(
+            got, expected, rel_tol=rtol, abs_tol=atol
+        )
+        self.check(ok, f"{what} (rtol={rtol}, atol={atol})", expected, got)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

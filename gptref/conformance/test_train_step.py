@@ -1,0 +1,114 @@
+"""train_step's contract: one optimizer update from the batch's mean loss, the same update with
+gradient accumulation, clipping of the total gradient norm, and the reported numbers; against
+a float64 restatement of one SGD step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gptref.conformance import models
+from gptref.conformance.oracles import oracle_sgd_step
+from gptref.conformance.repro import Call, Code, show
+
+uses = pytest.mark.uses
+
+VOCAB = 101
+MICRO = dict(vocab_size=VOCAB, context_length=16, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0, qkv_bias=False)  # fmt: skip
+LR = 0.5
+# float32 step against the float64 oracle
+LOSS_RTOL, NORM_RTOL, PARAM_RTOL, PARAM_ATOL = 1e-6, 1e-5, 1e-5, 1e-6
+
+
+@st.composite
+def step_batches(draw, max_rows: int = 6, max_len: int = 8):
+    """(inputs, targets): int64 (b, T) ids below VOCAB; some targets -100, never all."""
+    b, T = draw(st.integers(1, max_rows)), draw(st.integers(1, max_len))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    x = torch.randint(0, VOCAB, (b, T), generator=g)
+    y = torch.randint(0, VOCAB, (b, T), generator=g)
+    ignored = draw(st.integers(0, b * T - 1))
+    y.view(-1)[b * T - ignored :] = -100  # from the end: micro-batches of unequal counts
+    return x, y
+
+
+def sgd_step_call(impl, seed: int, x, y, **kwargs) -> tuple[Call, torch.nn.Module]:
+    model = models.gpt(MICRO, seed, impl.make_model).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    setup = [f"model = {show(model)}.train()", f"optimizer = torch.optim.SGD(model.parameters(), lr={LR})"]  # fmt: skip
+    args = (Code("model", model), Code("optimizer", optimizer), x, y, "cpu")
+    return Call(impl, "train_step", *args, setup=setup, **kwargs), model
+
+
+def check_sgd_step(impl, seed: int, x, y, *, grad_clip=None, accumulation_steps=1) -> None:
+    """train_step with SGD(lr=LR) must report the oracle's loss and gradient norm, count the
+    tokens, and move every parameter to the oracle's p - LR * (clipped) gradient."""
+    kwargs = {"grad_clip": grad_clip} if grad_clip is not None else {}
+    if accumulation_steps != 1:
+        kwargs["accumulation_steps"] = accumulation_steps
+    call, model = sgd_step_call(impl, seed, x, y, **kwargs)
+    loss, grad_norm, new_params = oracle_sgd_step(model, x, y, LR, grad_clip)
+    result = call()
+    call.close(result.loss, loss, "loss (before the update)", rtol=LOSS_RTOL, atol=1e-6)
+    call.close(result.grad_norm, grad_norm, "grad_norm (before clipping)", rtol=NORM_RTOL, atol=1e-7)  # fmt: skip
+    counts = [int(result.tokens), int(result.target_tokens)]
+    call.equal(counts, [x.numel(), int((y != -100).sum())], "(tokens, target_tokens)")
+    names = [name for name, _ in model.named_parameters()]
+    for name, p, want in zip(names, model.parameters(), new_params, strict=True):
+        err = (p.detach().double() - want).abs() - PARAM_RTOL * want.abs()
+        if float(err.max()) > PARAM_ATOL:
+            i = int(err.argmax())
+            call.fail(
+                f"parameter {name} after the update, entry {i} (rtol={PARAM_RTOL}, atol={PARAM_ATOL})",
+                float(want.flatten()[i]),
+                float(p.detach().flatten()[i]),
+            )
+
+
+@uses("train_step")
+@given(batch=step_batches(), seed=st.integers(0, 2**16))
+@settings(max_examples=15)
+def test_train_step_is_one_sgd_step_on_the_mean_loss(impl, batch, seed):
+    """With SGD: loss is the batch's mean cross-entropy over counted targets before the update,
+    grad_norm the L2 norm of all gradients, and each parameter becomes p - lr * grad."""
+    check_sgd_step(impl, seed, *batch)
+
+
+@uses("train_step")
+@given(batch=step_batches(), seed=st.integers(0, 2**16), clip=st.floats(1e-4, 10.0))
+@settings(max_examples=15)
+def test_train_step_clips_the_total_gradient_norm(impl, batch, seed, clip):
+    """grad_clip=c scales all gradients by min(1, c / grad_norm) before the update (so the SGD
+    update has norm lr * min(grad_norm, c)); grad_norm is reported before clipping."""
+    check_sgd_step(impl, seed, *batch, grad_clip=clip)
+
+
+@uses("train_step")
+@given(batch=step_batches(), seed=st.integers(0, 2**16), data=st.data())
+@settings(max_examples=15)
+def test_train_step_accumulation_equals_the_full_batch_update(impl, batch, seed, data):
+    """accumulation_steps=k (1 <= k <= batch rows) gives the full batch's loss, gradient norm and
+    update, also when -100 targets make the micro-batches' token counts unequal."""
+    k = data.draw(st.integers(1, batch[0].shape[0]), label="accumulation_steps")
+    check_sgd_step(impl, seed, *batch, accumulation_steps=k)
+
+
+@uses("train_step")
+def test_train_step_sets_the_given_lr_on_every_param_group(impl):
+    """lr=... overrides each param group's learning rate before the update; result.lr is it."""
+    model = models.gpt(MICRO, 2, impl.make_model).train()
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW([{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0}], lr=1.0)  # fmt: skip
+    setup = [
+        f"model = {show(model)}.train()",
+        "params = list(model.parameters())",
+        'optimizer = torch.optim.AdamW([{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0}], lr=1.0)',
+    ]
+    x = torch.arange(16).view(2, 8)
+    args = (Code("model", model), Code("optimizer", optimizer), x, x, "cpu")
+    call = Call(impl, "train_step", *args, setup=setup, lr=3e-4)
+    result = call()
+    got = [float(result.lr)] + [g["lr"] for g in optimizer.param_groups]
+    call.equal(got, [3e-4] * 3, "[result.lr, lr of each param group]")
