@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from gptref.fast import OPTIMIZER_IMPLS, compile_model, make_optimizer, set_tf32
 from gptref.memory import (
     BatchPlan,
     estimate_training_memory,
@@ -225,8 +226,16 @@ def _measure_config(
     accumulation_steps: int,
     warm: bool = True,
     peak_flops: bool = True,
+    optimizer: str = "default",
+    compile: bool = False,
+    tf32: bool = False,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Build, warm up, time ``steps`` train_steps -> step times and peak memory (bytes).
+
+    ``optimizer``, ``compile`` and ``tf32`` are the fast paths of ``gptref.fast``; ``model``
+    ("module:callable", called with the GPTConfig) times another model of the same shape
+    (e.g. ``benchmarks.nanogpt_style:NanoGPT``) in place of GPTModel.
 
     Memory counts from a baseline taken before the model is built, after a kernel warm-up
     and ``malloc_trim``: parameters + buffers + AdamW state + the step's transient peak, what
@@ -243,16 +252,18 @@ def _measure_config(
         torch.cuda.empty_cache()
     release_freed_memory()
     base = torch.cuda.memory_allocated() if device == "cuda" else _rss() if _PROC else 0
+    set_tf32(tf32)
     torch.manual_seed(123)
-    model = GPTModel(cfg).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+    net = _model_factory(model)(cfg).to(device).train()
+    adamw = make_optimizer(net, 4e-4, 0.1, optimizer)
+    run = compile_model(net, compile)
     x, y = _batch(cfg, batch_size, device)
     autocast = torch.bfloat16 if dtype == "bfloat16" else None
 
     def step() -> None:
         train_step(
-            model,
-            optimizer,
+            run,
+            adamw,
             x,
             y,
             device,
@@ -287,6 +298,20 @@ def _measure_config(
     if device == "cpu":
         result["peak_rss_default_malloc"] = None if "MALLOC" in mode else peak
     return result
+
+
+def _model_factory(spec: str | None):
+    if spec is None:
+        return GPTModel
+    import importlib
+
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(
+            f"bench: model {spec!r} is not an importable 'module:callable' ({e})"
+        ) from None
 
 
 # every block of 64 KiB or more is mmapped, so freeing a tensor returns its pages at once
@@ -405,6 +430,12 @@ def run_bench(
     accumulation_steps: int = 1,
     memory_limit: int | str | None = None,
     isolate: bool = True,
+    optimizer: str = "default",
+    compile: bool = False,
+    tf32: bool = False,
+    vocab_pad: int = 1,
+    model: str | None = None,
+    exact_memory: bool = True,
 ) -> list[dict[str, Any]]:
     """-> one row per (device, dtype, attn, batch size): tokens/s, step time, MFU, peak memory.
 
@@ -419,7 +450,18 @@ def run_bench(
     estimate's quantity; ``peak_rss_default_malloc`` is the timing process's peak under
     glibc's defaults). ``isolate=False`` runs here, faster, with glibc's defaults only. With
     ``out_dir``, writes bench.md, bench.json and bench.png (``write_results``).
+
+    Fast paths (``gptref.fast``), recorded in every row: ``optimizer`` (AdamW
+    implementation), ``compile`` (torch.compile; warm-up steps include the compilation),
+    ``tf32`` (CUDA), ``vocab_pad`` (out_head rows rounded up); ``model`` times another model
+    class of the same shape ("module:callable"), for comparisons.
     """
+    if optimizer not in OPTIMIZER_IMPLS:
+        raise ValueError(
+            f"run_bench: optimizer must be one of {OPTIMIZER_IMPLS}, got {optimizer!r}"
+        )
+    if isinstance(vocab_pad, bool) or not isinstance(vocab_pad, int) or vocab_pad < 1:
+        raise ValueError(f"run_bench: vocab_pad must be an int >= 1, got {vocab_pad!r}")
     for name, value in (("steps", steps), ("accumulation_steps", accumulation_steps)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"run_bench: {name} must be an int >= 1, got {value!r}")
@@ -442,6 +484,7 @@ def run_bench(
             raise ValueError(f"run_bench: batch sizes must be ints >= 1, got {b!r}")
     for attn in attns:
         model_config(preset, context, attn)  # an unknown preset, attn or context fails here
+    _model_factory(model)
     if memory_limit is None:
         available = available_memory()
         limit = int(0.8 * available) if available is not None else None
@@ -458,6 +501,8 @@ def run_bench(
         configs, desc="gptref bench", unit="config", disable=not progress
     ):
         cfg = model_config(preset, context, attn)
+        if vocab_pad != 1:
+            cfg = GPTConfig.from_dict({**cfg.to_dict(), "vocab_pad_multiple": vocab_pad})
         micro = math.ceil(b / accumulation_steps)
         estimate = estimate_training_memory(
             cfg,
@@ -470,6 +515,8 @@ def run_bench(
             "preset": name, "device": device, "dtype": dtype, "attn": attn, "batch_size": b,
             "accumulation_steps": accumulation_steps, "context": cfg.context_length, "steps": steps,
             "peak_bytes_predicted": estimate.total, "peak_phase": estimate.peak_phase,
+            "optimizer": optimizer, "compile": compile, "tf32": tf32, "vocab_pad": vocab_pad,
+            "model": model or "gptref",
         }  # fmt: skip
         if b < accumulation_steps:
             rows.append(
@@ -491,10 +538,14 @@ def run_bench(
             "warmup": warmup,
             "steps": steps,
             "accumulation_steps": accumulation_steps,
+            "optimizer": optimizer,
+            "compile": compile,
+            "tf32": tf32,
+            "model": model,
         }
         if isolate:
             result = _run_isolated(cfg, **spec)
-            if device == "cpu" and "oom" not in result:  # memory: one more process, see above
+            if device == "cpu" and exact_memory and "oom" not in result:  # one more process
                 memory_only = {**spec, "warmup": 1, "steps": 1, "peak_flops": False}
                 exact = _run_isolated(cfg, env=EXACT_RSS_ENV, **memory_only)
                 if "oom" not in exact:
@@ -585,6 +636,83 @@ def write_results(
     if png is not None:
         paths["png"] = png
     return paths
+
+
+FAST_SETTINGS = ("dtype", "attn", "optimizer", "compile", "tf32", "vocab_pad", "model")
+
+
+def compare_paths(
+    variants: Mapping[str, Mapping[str, Any]],
+    preset: str | GPTConfig | Mapping[str, Any] = "124M",
+    context: int | None = 256,
+    batch_size: int = 4,
+    device: str = "cpu",
+    *,
+    steps: int = 5,
+    warmup: int = 2,
+    rounds: int = 1,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Time each variant (a name -> settings among ``FAST_SETTINGS``; missing ones are the
+    reference's) side by side -> one row per variant with ``speedup``: its tokens/s over
+    the first variant's. Each variant runs in a process of its own; with ``rounds > 1`` the
+    variants run in turn that many times and each keeps its median round, so a slow spell
+    of the machine does not land on one variant only."""
+    if not variants:
+        raise ValueError("compare_paths: give at least one variant")
+    for name, settings in variants.items():
+        unknown = sorted(set(settings) - set(FAST_SETTINGS))
+        if unknown:
+            raise ValueError(
+                f"compare_paths: variant {name!r} has unknown settings {unknown}; "
+                f"the settings are {FAST_SETTINGS}"
+            )
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=rounds * len(variants), desc="gptref compare", disable=not progress)
+    for _ in range(rounds):
+        for name, settings in variants.items():
+            kw = dict(settings)
+            dtype, attn = kw.pop("dtype", "float32"), kw.pop("attn", "reference")
+            (row,) = run_bench(
+                preset, context, [batch_size], [device], [dtype], [attn], steps,
+                progress=False, warmup=warmup, exact_memory=False, **kw,
+            )  # fmt: skip
+            runs[name].append(row)
+            bar.update(1)
+    bar.close()
+    rows = []
+    for name, results in runs.items():
+        ok = [r for r in results if r["status"] == "ok"]
+        if not ok:
+            rows.append({**results[0], "variant": name})
+            continue
+        ok.sort(key=lambda r: r["tokens_per_s"])
+        rows.append({**ok[(len(ok) - 1) // 2], "variant": name, "rounds": len(ok)})
+    base = rows[0].get("tokens_per_s")
+    for r in rows:
+        r["speedup"] = r["tokens_per_s"] / base if base and r.get("tokens_per_s") else None
+    return rows
+
+
+def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of ``compare_paths`` -> a markdown table with the speed-up over the first row."""
+    head = "| variant | dtype | attn | AdamW | compile | vocab pad | model | tokens/s | step median (s) | speed-up | MFU | CPU share |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        ok = r["status"] == "ok"
+        cells = [
+            r["variant"], r["dtype"], r["attn"], r["optimizer"], "yes" if r["compile"] else "no",
+            str(r["vocab_pad"]), r["model"],
+            f"{r['tokens_per_s']:,.0f}" if ok else r["status"],
+            f"{r['step_s_median']:.3f}" if ok else "",
+            f"{r['speedup']:.2f}x" if ok and r.get("speedup") else "",
+            f"{100 * r['mfu']:.1f} %" if ok and r.get("mfu") else "",
+            f"{r['cpu_share']:.2f}" if ok and r["device"] == "cpu" else "",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot_bench(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:

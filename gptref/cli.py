@@ -21,6 +21,8 @@ examples:
   gptref train --book --text the-verdict.txt    # the book's chapter-5 run (GPT-124M, 10 epochs)
   gptref eval --checkpoint runs/NAME            # loss and perplexity of a trained run
   gptref generate --checkpoint runs/NAME --prompt "Every effort moves you" --temperature 1.4 --top-k 25
+  gptref train --fast                           # bf16 autocast + sdpa + fused AdamW (tested equal)
+  torchrun --standalone --nproc_per_node=2 -m gptref train --batch-size 4   # DDP, 2 processes
   gptref bench --preset small --batch-sizes 1,2,4,8 --dtype float32,bfloat16
   gptref plan --memory 24GiB --target-batch 1024 --preset 124M --context 1024
   gptref conformance examples.book_style        # check another implementation against gptref's spec
@@ -104,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda when available")  # fmt: skip
     t.add_argument("--dtype", choices=["float32", "bfloat16"], help="bfloat16: autocast (about 2-4x faster on recent CPUs)")  # fmt: skip
     t.add_argument("--attn", choices=["reference", "sdpa"], help="attention implementation (default reference: the book's ops)")  # fmt: skip
+    t.add_argument("--optimizer", choices=["default", "for-loop", "foreach", "fused"], help="AdamW implementation (default: PyTorch's choice); all compute the same update")  # fmt: skip
+    t.add_argument("--compile", action="store_true", help="torch.compile the model (slower start, faster steps)")  # fmt: skip
+    t.add_argument("--tf32", action="store_true", help="CUDA: float32 matmuls on TF32 tensor cores")  # fmt: skip
+    t.add_argument("--vocab-pad", type=_positive_int, metavar="N", help="round out_head's rows up to a multiple of N (64 suits GPUs); logits unchanged")  # fmt: skip
+    t.add_argument("--fast", action="store_true", help="the tested fast paths: --attn sdpa --dtype bfloat16 --optimizer fused (explicit flags win)")  # fmt: skip
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly (its settings win)")  # fmt: skip
     t.add_argument("--prompt", default="Every effort moves you", help="start context for samples")
@@ -248,7 +255,11 @@ def _train(args: argparse.Namespace) -> int:
         "warmup": args.warmup, "min_lr": args.min_lr, "grad_clip": args.grad_clip,
         "eval_freq": args.eval_freq, "eval_iter": args.eval_iter, "train_ratio": args.train_ratio,
         "seed": args.seed, "dtype": args.dtype, "attn": args.attn,
+        "optimizer": args.optimizer, "vocab_pad": args.vocab_pad,
+        "compile": args.compile or None, "tf32": args.tf32 or None,
     }  # fmt: skip
+    if args.fast:
+        base = dataclasses.replace(base, attn="sdpa", dtype="bfloat16", optimizer="fused")
     changes = {k: v for k, v in flags.items() if v is not None}
     if args.epochs is not None:
         changes.update(epochs=args.epochs, max_steps=None)
@@ -266,6 +277,8 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume, progress=not args.no_progress,
     )  # fmt: skip
     s = summary
+    if s["rank"] != 0:  # under torchrun, rank 0 reports for all
+        return 0
     print(
         f"\n{'stopped early (Ctrl-C): ' if s['interrupted'] else ''}"
         f"{s['steps']} step{'s' if s['steps'] != 1 else ''}, {s['tokens_seen']:,} tokens seen in {s['wall_seconds']:.0f} s "

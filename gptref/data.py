@@ -364,6 +364,7 @@ def create_dataloader(
     seed: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """The book's ``create_dataloader_v1`` -> DataLoader of (x, y): int64 (batch_size, max_length).
 
@@ -372,7 +373,8 @@ def create_dataloader(
     draws from the global RNG, exactly as the book's does). With a ``seed``: the
     batches are ``batch_order(seed=seed, epoch=loader.batch_sampler.epoch)`` and the
     global RNG is neither read nor advanced; call ``loader.batch_sampler.set_epoch(e)``
-    to move to epoch ``e``.
+    to move to epoch ``e``. ``pin_memory=True`` (for CUDA training) hands out page-locked
+    batches, which ``calc_loss_batch`` copies with ``non_blocking=True``.
     """
     _check_positive(
         "create_dataloader", batch_size=batch_size, max_length=max_length, stride=stride
@@ -403,6 +405,7 @@ def create_dataloader(
             shuffle=shuffle,
             drop_last=drop_last,
             num_workers=num_workers,
+            pin_memory=pin_memory,
         )
     _generator("create_dataloader", seed, 0)
     sampler = BatchOrderSampler(
@@ -422,7 +425,13 @@ def create_dataloader(
         )
     # the loader draws a worker base seed each pass: give it its own generator too
     loader_rng = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, generator=loader_rng)
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        generator=loader_rng,
+        pin_memory=pin_memory,
+    )
 
 
 def _generator(where: str, seed: int, epoch: int) -> torch.Generator:

@@ -86,9 +86,19 @@ class GPTConfig:
     drop_rate: float = 0.1  # one rate for embedding, attention-weight and shortcut dropout
     qkv_bias: bool = False  # bias in W_query/W_key/W_value (the book: False; GPT-2 weights: True)
     attn_impl: AttnImpl = "reference"  # "reference": the book's ops; "sdpa": fused, faster
+    # out_head rows rounded up to a multiple of this (GPU matmuls like 64); the extra rows
+    # start at zero, draw no random numbers, and are sliced off the logits: same function
+    vocab_pad_multiple: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+        for name in (
+            "vocab_size",
+            "context_length",
+            "emb_dim",
+            "n_heads",
+            "n_layers",
+            "vocab_pad_multiple",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"GPTConfig: {name} must be an int, got {value!r}")
@@ -116,6 +126,11 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
 
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of ``out_head``: ``vocab_size`` rounded up to ``vocab_pad_multiple``."""
+        return -(-self.vocab_size // self.vocab_pad_multiple) * self.vocab_pad_multiple
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
         """The book's config dict (``vocab_size, context_length, emb_dim, n_heads, n_layers,
@@ -132,7 +147,8 @@ class GPTConfig:
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        """-> the book's dict (all seven keys) plus ``attn_impl``; ``from_dict`` inverts it."""
+        """-> the book's dict (all seven keys) plus ``attn_impl`` and ``vocab_pad_multiple``;
+        ``from_dict`` inverts it."""
         return dataclasses.asdict(self)
 
 
@@ -301,6 +317,15 @@ class GPTModel(nn.Module):
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.final_norm = LayerNorm(cfg.emb_dim)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.padded_vocab_size != cfg.vocab_size:
+            # pad after the book's initialisation: the real rows and the RNG stream are the
+            # book's; the zero rows only ever see zero gradients (their logits are sliced off)
+            pad = cfg.padded_vocab_size - cfg.vocab_size
+            weight = self.out_head.weight.data
+            self.out_head.weight = nn.Parameter(
+                torch.cat([weight, weight.new_zeros(pad, cfg.emb_dim)])
+            )
+            self.out_head.out_features = cfg.padded_vocab_size
 
     def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
         in_idx = self._check_ids(in_idx)
@@ -311,7 +336,10 @@ class GPTModel(nn.Module):
         x = self.drop_emb(x)
         x = self.trf_blocks(x)
         x = self.final_norm(x)
-        return self.out_head(x)  # (b, T, vocab_size)
+        logits = self.out_head(x)  # (b, T, padded_vocab_size)
+        if logits.shape[-1] != self.cfg.vocab_size:
+            logits = logits[..., : self.cfg.vocab_size]  # a view: no copy here
+        return logits  # (b, T, vocab_size)
 
     def _check_ids(self, in_idx: torch.Tensor) -> torch.Tensor:
         if not isinstance(in_idx, torch.Tensor):
@@ -338,8 +366,9 @@ class GPTModel(nn.Module):
             )
         if dtype not in (torch.int64, torch.int32):
             in_idx = in_idx.long()  # nn.Embedding takes only int32/int64 indices
-        if in_idx.numel():
+        if in_idx.numel() and not torch.compiler.is_compiling():
             # one reduction and one transfer; a bad id would otherwise be a device-side assert
+            # (skipped inside torch.compile: reading the values would split the graph)
             low, high = (int(v) for v in torch.aminmax(in_idx))
             bad = low if low < 0 else high if high >= self.cfg.vocab_size else None
             if bad is not None:

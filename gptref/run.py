@@ -21,6 +21,7 @@ import torch
 
 from gptref.corpus import Corpus, load_corpus
 from gptref.data import create_dataloader, split, tokenize
+from gptref.fast import OPTIMIZER_IMPLS, compile_model, make_optimizer, set_tf32
 from gptref.model import (
     GPT_CONFIG_124M,
     GPT_CONFIG_SMALL,
@@ -55,6 +56,11 @@ class RunConfig:
     dtype: str = "float32"
     attn: str = "reference"
     book_mode_loaders: bool = False  # the book's global-RNG loaders instead of seeded ones
+    # fast paths (gptref.fast): each computes the reference's function, up to float rounding
+    optimizer: str = "default"  # AdamW implementation: default, for-loop, foreach, fused
+    compile: bool = False  # torch.compile the model
+    tf32: bool = False  # TF32 matmuls on CUDA
+    vocab_pad: int = 1  # out_head rows rounded up to a multiple of this (64 for GPUs)
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -94,9 +100,15 @@ class RunConfig:
             raise ValueError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.attn not in ("reference", "sdpa"):
             raise ValueError(f"--attn must be reference or sdpa, got {self.attn!r}")
+        if self.optimizer not in OPTIMIZER_IMPLS:
+            raise ValueError(
+                f"--optimizer must be one of {OPTIMIZER_IMPLS}, got {self.optimizer!r}"
+            )
+        if self.vocab_pad < 1:
+            raise ValueError(f"--vocab-pad must be >= 1, got {self.vocab_pad}; e.g. 64")
 
     def model_config(self) -> GPTConfig:
-        cfg = dict(PRESETS[self.preset], attn_impl=self.attn)
+        cfg = dict(PRESETS[self.preset], attn_impl=self.attn, vocab_pad_multiple=self.vocab_pad)
         if self.context is not None:
             cfg["context_length"] = self.context
         return GPTConfig.from_dict(cfg)
@@ -119,8 +131,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_loaders(run: RunConfig, corpus: Corpus, context: int):
-    """The book's recipe: split characters, tokenize each part, slide windows."""
+def build_loaders(
+    run: RunConfig,
+    corpus: Corpus,
+    context: int,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+):
+    """The book's recipe: split characters, tokenize each part, slide windows. With
+    ``world_size > 1``: this rank's shard of each epoch (``batch_order``)."""
     if isinstance(corpus, Corpus):
         train_text, val_text = split(corpus.text, run.train_ratio)
         train_ids, val_ids = tokenize(train_text), tokenize(val_text)
@@ -139,12 +159,18 @@ def build_loaders(run: RunConfig, corpus: Corpus, context: int):
             )
     seed = None if run.book_mode_loaders else run.seed
     if seed is None:
+        if world_size > 1:
+            raise ValueError(
+                "the book's loaders (--book) draw from each process's global RNG and cannot be "
+                "sharded; under torchrun give the flags without --book (seeded loaders)"
+            )
         torch.manual_seed(run.seed)  # the book seeds before building its loaders
+    shard = {"seed": seed, "rank": rank, "world_size": world_size, "pin_memory": pin_memory}
     train_loader = create_dataloader(
-        train_ids, run.batch_size, context, stride, shuffle=True, drop_last=True, seed=seed
+        train_ids, run.batch_size, context, stride, shuffle=True, drop_last=True, **shard
     )
     val_loader = create_dataloader(
-        val_ids, run.batch_size, context, stride, shuffle=False, drop_last=False, seed=seed
+        val_ids, run.batch_size, context, stride, shuffle=False, drop_last=False, **shard
     )
     return train_loader, val_loader
 
@@ -215,9 +241,26 @@ def train_run(
     progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train as ``run`` says, writing the run directory ``out`` -> the summary dict."""
+    """Train as ``run`` says, writing the run directory ``out`` -> the summary dict.
+
+    Under torchrun (``WORLD_SIZE > 1``) every process runs this: each trains on its shard
+    with DDP (``--batch-size`` per process, so the global batch is ``batch_size *
+    world_size``) and rank 0 alone prints, writes the run directory and checkpoints.
+    """
+    from gptref import distributed
+
+    run.validate()
+    ctx = distributed.init(device) if distributed.launched() else None
+    try:
+        return _train_run(run, ctx, texts, data, Path(out), device, prompt, resume, progress, say)
+    finally:
+        distributed.shutdown()
+
+
+def _train_run(run, ctx, texts, data, out, device, prompt, resume, progress, say) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
+    from gptref import distributed
     from gptref.generate import generate
     from gptref.loss import perplexity
     from gptref.plot import plot_losses
@@ -225,28 +268,41 @@ def train_run(
     from gptref.tokenizer import text_to_token_ids, token_ids_to_text
     from gptref.train import evaluate, isolated_rng, train
 
-    run.validate()
-    dev = resolve_device(device)
+    rank, world_size = (ctx.rank, ctx.world_size) if ctx else (0, 1)
+    main = rank == 0
+    if not main:
+        say, progress = (lambda _msg: None), False
+    dev = ctx.device if ctx else resolve_device(device)
+    set_tf32(run.tf32)
     corpus = open_corpus(texts, data)
     say(f"gptref: training on {corpus.name}")
-    out = Path(out)
     if resume is not None:
         saved = _resume_check(Path(resume), run, corpus)
         out = Path(resume)
         run = saved
     mcfg = run.model_config()
-    train_loader, val_loader = build_loaders(run, corpus, mcfg.context_length)
+    train_loader, val_loader = build_loaders(
+        run, corpus, mcfg.context_length, rank, world_size, pin_memory=dev.type == "cuda"
+    )
     steps_per_epoch = len(train_loader)
     total = steps_per_epoch * run.epochs
     if run.max_steps is not None:
         total = min(total, run.max_steps)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"run": dataclasses.asdict(run), "model": mcfg.to_dict(), "data": data_record(corpus, texts)}  # fmt: skip
-    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = {"run": dataclasses.asdict(run), "model": mcfg.to_dict(), "data": data_record(corpus, texts), "world_size": world_size}  # fmt: skip
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     torch.manual_seed(run.seed)
-    model = GPTModel(mcfg).to(dev)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
+    base_model = GPTModel(mcfg).to(dev)
+    if world_size > 1:  # same initial weights everywhere, a dropout stream per rank
+        torch.manual_seed((run.seed + 0x9E3779B1 * rank) % 2**63)
+        if dev.type == "cuda":
+            torch.cuda.manual_seed((run.seed + 0x9E3779B1 * rank) % 2**63)
+    optimizer = make_optimizer(base_model, run.lr, run.weight_decay, run.optimizer)
+    model = compile_model(base_model, run.compile)
+    if ctx is not None:
+        model = distributed.wrap(model, ctx)
     schedule = None
     if run.warmup or run.min_lr is not None:
         min_lr = run.min_lr if run.min_lr is not None else 0.0
@@ -254,14 +310,19 @@ def train_run(
             lr_at, peak_lr=run.lr, total_steps=total, warmup_steps=run.warmup, min_lr=min_lr
         )
     metrics = MetricsLog(out / "metrics.jsonl", steps_per_epoch)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in base_model.parameters())
     say(
         f"model: {run.preset} ({n_params / 1e6:.1f}M parameters, context {mcfg.context_length}), "
         f"{steps_per_epoch} batches of {run.batch_size} per epoch, {total} steps on {dev.type}"
+        + (
+            f", {world_size} processes (global batch {run.batch_size * world_size})"
+            if world_size > 1
+            else ""
+        )
     )
     bar = tqdm(total=total, unit="step", disable=not progress, dynamic_ncols=True)
     write = bar.write if progress else say
-    tokens_per_step = run.batch_size * mcfg.context_length
+    tokens_per_step = run.batch_size * mcfg.context_length * world_size
     start, first_step = time.perf_counter(), []
 
     def callback(info: dict[str, Any]) -> bool:
@@ -272,7 +333,8 @@ def train_run(
         done = info["step"] - first_step[0] + 1
         rate = done * tokens_per_step / (time.perf_counter() - start)
         bar.set_postfix(loss=f"{info['result'].loss:.3f}", tok_s=f"{rate:,.0f}")
-        metrics.update(info["history"])
+        if main:
+            metrics.update(info["history"])
         return stopper.requested
 
     with StopOnInterrupt(write) as stopper:
@@ -288,20 +350,22 @@ def train_run(
         )  # fmt: skip
     bar.close()
     wall = time.perf_counter() - start
-    metrics.update(history)
-    epochs_seen = [r["epochs_seen"] for r in metrics.records(history)]
-    plot = plot_losses(out / "loss.png", epochs_seen, history.tokens_seen, history.train_losses, history.val_losses)  # fmt: skip
     if history.steps and history.steps[-1] == len(history.step_losses) - 1:
         final = (history.train_losses[-1], history.val_losses[-1])
     else:  # the last step was not evaluated: evaluate the final weights for the summary
         with isolated_rng():
             final = evaluate(model, train_loader, val_loader, dev, run.eval_iter)
-    model.eval()
+    plot = None
+    if main:
+        metrics.update(history)
+        epochs_seen = [r["epochs_seen"] for r in metrics.records(history)]
+        plot = plot_losses(out / "loss.png", epochs_seen, history.tokens_seen, history.train_losses, history.val_losses)  # fmt: skip
+    base_model.eval()
     # the summary samples (top-k 25, temperature 1, seeded) rather than the per-epoch greedy
     # sample, which on a small model often repeats one token
     generator = torch.Generator(device=dev).manual_seed(run.seed)
     ids = generate(
-        model, text_to_token_ids(prompt).to(dev), 50, mcfg.context_length,
+        base_model, text_to_token_ids(prompt).to(dev), 50, mcfg.context_length,
         temperature=1.0, top_k=25, generator=generator,
     )  # fmt: skip
     steps_now = len(history.step_losses) - (
@@ -320,6 +384,8 @@ def train_run(
         "sample": token_ids_to_text(ids.cpu()),
         "plot": str(plot) if plot else None,
         "checkpoint": str(out / CHECKPOINT),
+        "rank": rank,
+        "world_size": world_size,
     }
     return summary
 

@@ -10,6 +10,7 @@ or how long you evaluate.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -17,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from gptref.distributed import all_reduce_sum, barrier, gather_objects, world
+from gptref.fast import unwrap
 from gptref.loss import calc_loss_batch, calc_loss_loader
 
 
@@ -77,6 +81,12 @@ def train_step(
     is the full batch's (up to float rounding; dropout masks differ). ``grad_clip``
     clips the total gradient norm (``clip_grad_norm_``). A non-finite loss or gradient
     norm raises ``NonFiniteError`` before ``optimizer.step()``: parameters untouched.
+
+    Inside a process group (``gptref.distributed``; ``model`` wrapped in DDP) the batch is
+    this rank's part of the global batch: each rank's loss is its sum of per-token losses
+    over the global number of counted targets (all-reduced first), so the averaged gradient
+    is the global batch's token mean, and ``loss`` is the global mean; gradients are
+    all-reduced once per step (``no_sync`` on all micro-batches but the last).
     """
     if accumulation_steps < 1 or accumulation_steps > max(1, input_batch.shape[0]):
         raise ValueError(
@@ -98,7 +108,13 @@ def train_step(
         else contextlib.nullcontext()
     )
     counted = int((target_batch != ignore_index).sum())
-    if accumulation_steps == 1:
+    _, world_size = world()
+    if world_size > 1:
+        total = _distributed_backward(
+            model, input_batch, target_batch, device, counted, world_size,
+            accumulation_steps, autocast, ignore_index,
+        )  # fmt: skip
+    elif accumulation_steps == 1:
         with autocast:
             loss = calc_loss_batch(
                 input_batch, target_batch, model, device, ignore_index=ignore_index
@@ -142,6 +158,42 @@ def train_step(
     )
 
 
+def _distributed_backward(
+    model, input_batch, target_batch, device, counted, world_size, accumulation_steps,
+    autocast, ignore_index,
+) -> float:  # fmt: skip
+    """One rank's share of a data-parallel step's backward pass -> the global mean loss."""
+    global_counted = all_reduce_sum([counted])[0]
+    scale = world_size / global_counted if global_counted else 0.0
+    micros = list(
+        zip(
+            torch.tensor_split(input_batch, accumulation_steps),
+            torch.tensor_split(target_batch, accumulation_steps),
+            strict=True,
+        )
+    )
+    total = 0.0
+    for i, (x, y) in enumerate(micros):
+        last = i == len(micros) - 1
+        no_sync = getattr(model, "no_sync", None)
+        sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
+        with sync:
+            with autocast:
+                logits = model(x.to(device, non_blocking=True))
+                loss_sum = F.cross_entropy(
+                    logits.flatten(0, 1),
+                    y.to(device, non_blocking=True).flatten(),
+                    ignore_index=ignore_index,
+                    reduction="sum",
+                )
+            weighted = loss_sum * scale  # DDP averages over ranks: sum / global count
+            weighted.backward()
+        total += weighted.item()
+    if not global_counted:
+        return math.nan
+    return all_reduce_sum([total])[0] / world_size
+
+
 def evaluate(
     model: nn.Module,
     train_loader,
@@ -153,21 +205,35 @@ def evaluate(
 ) -> tuple[float, float]:
     """-> (train loss, val loss) over ``eval_iter`` batches each: the book's ``evaluate_model``.
 
-    Runs in eval mode under ``no_grad`` and restores the mode the model was in.
+    Runs in eval mode under ``no_grad`` and restores the mode the model was in. Inside a
+    process group each rank evaluates its own loaders (its shards) and the losses are
+    all-reduced: the mean over all ranks' batches ("batch") or targets ("token").
     """
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            train_loss = calc_loss_loader(
-                train_loader, model, device, num_batches=eval_iter, weighting=weighting
-            )
-            val_loss = calc_loss_loader(
-                val_loader, model, device, num_batches=eval_iter, weighting=weighting
+            train_loss, val_loss = (
+                _reduced_loss(loader, model, device, eval_iter, weighting)
+                for loader in (train_loader, val_loader)
             )
     finally:
         model.train(was_training)
     return train_loss, val_loss
+
+
+def _reduced_loss(loader, model, device, eval_iter: int, weighting: str) -> float:
+    loss = calc_loss_loader(loader, model, device, num_batches=eval_iter, weighting=weighting)
+    _, world_size = world()
+    if world_size == 1:
+        return loss
+    batches = itertools.islice(loader, eval_iter)
+    if weighting == "batch":
+        weight = float(sum(1 for _ in batches))
+    else:
+        weight = float(sum(int((y != -100).sum()) for _, y in batches))
+    total, weight = all_reduce_sum([loss * weight if weight else 0.0, weight])
+    return total / weight if weight else math.nan
 
 
 def is_seeded(loader) -> bool:
@@ -248,7 +314,8 @@ def train(
         )
     seeded = is_seeded(train_loader)
     quiet = isolated_rng if seeded else contextlib.nullcontext
-    say = log or (lambda _msg: None)
+    rank, world_size = world()
+    say = log if log is not None and rank == 0 else (lambda _msg: None)
 
     history = History()
     position = _Position()
@@ -281,7 +348,7 @@ def train(
             )
             position.global_step = step
             position.batch_in_epoch += 1
-            position.tokens_seen += result.tokens
+            position.tokens_seen += result.tokens * world_size  # every rank's batch
             history.lrs.append(result.lr)
             history.step_losses.append(result.loss)
             if step % eval_freq == 0:
@@ -300,13 +367,15 @@ def train(
                 )
             info = {"step": step, "epoch": epoch, "result": result, "history": history}
             stop = bool(callback(info)) if callback is not None else False
+            if world_size > 1:  # one rank's Ctrl-C stops all of them at the same step
+                stop = all_reduce_sum([stop])[0] > 0
             if stop or (max_steps is not None and step + 1 >= max_steps):
                 save()
                 return history
             if checkpoint_every is not None and (step + 1) % checkpoint_every == 0:
                 save()
         position.epoch, position.batch_in_epoch = epoch + 1, 0
-        if start_context is not None:
+        if start_context is not None and rank == 0:
             with quiet():
                 history.samples.append(_sample(model, start_context, tokenizer, device))
             say(history.samples[-1].replace("\n", " "))
@@ -347,6 +416,7 @@ def _sample(model: nn.Module, start_context: str, tokenizer, device) -> str:
 
     was_training = model.training
     model.eval()
+    model = unwrap(model)
     context_size = model.pos_emb.weight.shape[0]
     encoded = text_to_token_ids(start_context, tokenizer).to(device)
     with torch.no_grad():
@@ -356,32 +426,53 @@ def _sample(model: nn.Module, start_context: str, tokenizer, device) -> str:
 
 
 def _save(directory, model, optimizer, config, history: History, position: _Position) -> None:
-    from gptref.checkpoint import save_checkpoint
+    """Every rank calls this; rank 0 writes (with every rank's RNG state in a process group)."""
+    from gptref.checkpoint import capture_rng, save_checkpoint
 
     epoch_rng = position.epoch_rng if position.epoch_rng is not None else torch.get_rng_state()
-    save_checkpoint(
-        directory,
-        model,
-        optimizer,
-        step=position.global_step + 1,  # updates done
-        epoch=position.epoch,
-        batch_in_epoch=position.batch_in_epoch,
-        config=config if config is not None else getattr(model, "cfg", {}),
-        history=history.to_dict(),
-        extra={"tokens_seen": position.tokens_seen, "epoch_rng": epoch_rng},
-    )
+    extra: dict[str, Any] = {"tokens_seen": position.tokens_seen, "epoch_rng": epoch_rng}
+    rank, world_size = world()
+    if world_size > 1:
+        ranks = gather_objects({"rng": capture_rng(), "epoch_rng": epoch_rng})
+        extra.update(world_size=world_size, ranks=ranks)
+    if rank == 0:
+        model = unwrap(model)
+        save_checkpoint(
+            directory,
+            model,
+            optimizer,
+            step=position.global_step + 1,  # updates done
+            epoch=position.epoch,
+            batch_in_epoch=position.batch_in_epoch,
+            config=config if config is not None else getattr(model, "cfg", {}),
+            history=history.to_dict(),
+            extra=extra,
+        )
+    barrier()  # no rank goes on (or exits) before the checkpoint is complete
 
 
 def _resume(path, model, optimizer) -> tuple[History, _Position]:
     from gptref.checkpoint import load_checkpoint, restore_rng
 
-    state = load_checkpoint(path, model, optimizer)
-    restore_rng(state)
+    state = load_checkpoint(path, unwrap(model), optimizer)
+    extra = state["extra"]
+    rank, world_size = world()
+    saved = extra.get("world_size", 1)
+    if saved != world_size:
+        raise ValueError(
+            f"resume: {path} was written by a run of {saved} process(es), this one has "
+            f"{world_size}; resume it with torchrun --nproc_per_node={saved} (batches and RNG "
+            "streams are per rank)"
+        )
+    mine = (
+        extra["ranks"][rank] if world_size > 1 else {"rng": state, "epoch_rng": extra["epoch_rng"]}
+    )
+    restore_rng(mine["rng"])
     position = _Position(
         global_step=state["step"] - 1,
         epoch=state["epoch"],
         batch_in_epoch=state["batch_in_epoch"],
-        tokens_seen=state["extra"]["tokens_seen"],
-        epoch_rng=state["extra"]["epoch_rng"],
+        tokens_seen=extra["tokens_seen"],
+        epoch_rng=mine["epoch_rng"],
     )
     return History.from_dict(state["history"]), position

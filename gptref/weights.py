@@ -160,6 +160,10 @@ def gptref_to_hf(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     ``tok_emb.weight``. ``att.mask`` buffers are optional and not exported. A missing or
     unexpected name, or a shape that does not fit ``tok_emb``/``pos_emb``, is a ValueError."""
     sd = dict(state_dict)
+    vocab = sd["tok_emb.weight"].shape[0] if "tok_emb.weight" in sd else None
+    head = sd.get("out_head.weight")
+    if vocab is not None and head is not None and head.shape[0] > vocab:
+        sd["out_head.weight"] = head[:vocab]  # a vocab-padded head: its extra rows are zeros
     _, _, emb, n_layers, qkv_bias = _gptref_dims("gptref_to_hf", sd)
     out = {theirs: _copy(sd[ours]) for ours, theirs in _TOP}
     for i in range(n_layers):

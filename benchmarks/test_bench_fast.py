@@ -1,0 +1,50 @@
+"""The fast paths side by side on this CPU: GPT-124M, context 256, batch 4 (issue 7's setting).
+
+``python -m pytest benchmarks/test_bench_fast.py`` (~15 minutes on 2 cores). Every variant
+runs ``train_step`` (forward, backward, AdamW) in a Python process of its own, 2 warm-up and
+5 timed steps, and the variants take turns for ``ROUNDS`` rounds, each keeping its median
+round, so a slow spell of the machine does not land on one variant only. Writes
+``benchmarks/results/fast_cpu.md`` / ``.json``; ``extra_info`` holds the speed-ups over the
+fp32 reference (the numbers to track across commits). Variants:
+
+- fp32 reference: the book's ops, PyTorch's default AdamW (the per-parameter loop on CPU);
+- fp32 + sdpa + fused AdamW: the fp32 fast paths;
+- nanoGPT-style fp32: ``benchmarks/nanogpt_style.py``, the same shape written the common way
+  (nn.LayerNorm, fused qkv, sdpa), same AdamW: is the reference's fp32 model code slow?
+- bf16 + sdpa + fused AdamW: the tested fast path (``gptref train --fast``);
+- ... + compile: with ``torch.compile`` as well.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gptref.bench import compare_paths, format_comparison, machine_info
+
+RESULTS = Path(__file__).parent / "results"
+ROUNDS = 2
+FAST = {"attn": "sdpa", "optimizer": "fused"}
+VARIANTS = {
+    "fp32 reference": {},
+    "fp32 + sdpa + fused AdamW": FAST,
+    "nanoGPT-style fp32": {"attn": "sdpa", "model": "benchmarks.nanogpt_style:NanoGPT"},
+    "bf16 + sdpa + fused AdamW": {**FAST, "dtype": "bfloat16"},
+    "bf16 + sdpa + fused AdamW + compile": {**FAST, "dtype": "bfloat16", "compile": True},
+}
+
+
+def test_bench_fast_paths_cpu_124m(benchmark):
+    rows = benchmark.pedantic(
+        lambda: compare_paths(VARIANTS, "124M", 256, 4, "cpu", steps=5, warmup=2, rounds=ROUNDS),
+        rounds=1,
+        iterations=1,
+    )
+    assert all(r["status"] == "ok" for r in rows), rows
+    speedups = {r["variant"]: r["speedup"] for r in rows}
+    benchmark.extra_info.update(speedups=speedups)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fast_cpu.md").write_text(format_comparison(rows) + "\n")
+    (RESULTS / "fast_cpu.json").write_text(
+        json.dumps({"machine": machine_info(), "rows": rows}, indent=1) + "\n"
+    )
