@@ -8,11 +8,11 @@ round, so a slow spell of the machine does not land on one variant only. Writes
 fp32 reference (the numbers to track across commits). Variants:
 
 - fp32 reference: the book's ops, PyTorch's default AdamW (the per-parameter loop on CPU);
-- fp32 + sdpa + fused AdamW: the fp32 fast paths;
+- fp32 fast: sdpa, fused AdamW, fused LayerNorm/GELU (``gptref train --fast`` less bf16);
 - nanoGPT-style fp32: ``benchmarks/nanogpt_style.py``, the same shape written the common way
-  (nn.LayerNorm, fused qkv, sdpa), same AdamW: is the reference's fp32 model code slow?
-- bf16 + sdpa + fused AdamW: the tested fast path (``gptref train --fast``);
-- ... + compile: with ``torch.compile`` as well.
+  (nn.LayerNorm, fused qkv, sdpa, nn.GELU), with the same fused AdamW;
+- bf16 fast: ``gptref train --fast``;
+- bf16 fast + compile: with ``torch.compile`` as well.
 """
 
 from __future__ import annotations
@@ -24,13 +24,17 @@ from gptref.bench import compare_paths, format_comparison, machine_info
 
 RESULTS = Path(__file__).parent / "results"
 ROUNDS = 2
-FAST = {"attn": "sdpa", "optimizer": "fused"}
+FAST = {"attn": "sdpa", "optimizer": "fused", "fused_layers": True}
 VARIANTS = {
     "fp32 reference": {},
-    "fp32 + sdpa + fused AdamW": FAST,
-    "nanoGPT-style fp32": {"attn": "sdpa", "model": "benchmarks.nanogpt_style:NanoGPT"},
-    "bf16 + sdpa + fused AdamW": {**FAST, "dtype": "bfloat16"},
-    "bf16 + sdpa + fused AdamW + compile": {**FAST, "dtype": "bfloat16", "compile": True},
+    "fp32 fast": FAST,
+    "nanoGPT-style fp32": {
+        "attn": "sdpa",
+        "optimizer": "fused",
+        "model": "benchmarks.nanogpt_style:NanoGPT",
+    },
+    "bf16 fast": {**FAST, "dtype": "bfloat16"},
+    "bf16 fast + compile": {**FAST, "dtype": "bfloat16", "compile": True},
 }
 
 

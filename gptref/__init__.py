@@ -23,6 +23,7 @@ from gptref.data import (
     split,
     tokenize,
 )
+from gptref.fast import compile_model, make_optimizer, set_tf32, unwrap
 from gptref.generate import generate, generate_text_simple
 from gptref.loss import calc_loss_batch, calc_loss_loader, perplexity
 from gptref.model import (
@@ -82,6 +83,7 @@ __all__ = [
     "capture_rng",
     "chunk",
     "collate",
+    "compile_model",
     "config_from_hf",
     "create_dataloader",
     "evaluate",
@@ -97,15 +99,18 @@ __all__ = [
     "load_hf_safetensors",
     "load_state_dict",
     "lr_at",
+    "make_optimizer",
     "num_chunks",
     "perplexity",
     "restore_rng",
     "save_checkpoint",
     "save_state_dict",
+    "set_tf32",
     "split",
     "text_to_token_ids",
     "token_ids_to_text",
     "tokenize",
     "train",
     "train_step",
+    "unwrap",
 ]

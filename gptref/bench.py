@@ -93,10 +93,12 @@ def model_config(
 def flops_per_token(config: GPTConfig | Mapping[str, Any], context: int | None = None) -> int:
     """Training FLOPs per token, ``6*N + 12*L*H*Q*T`` (PaLM, Chowdhery et al. 2022, app. B;
     nanoGPT's estimate_mfu). N leaves out tok_emb and pos_emb, which are lookups, and keeps
-    out_head, a real (E, V) matmul; nanoGPT's N is the same count (its wte is tied to lm_head)."""
+    out_head, a real (E, V) matmul (without a vocabulary pad's rows); nanoGPT's N is the same
+    count (its wte is tied to lm_head)."""
     cfg = as_config(config)
     T = cfg.context_length if context is None else context
-    return 6 * parameter_count(cfg, embeddings=False) + 12 * cfg.n_layers * cfg.emb_dim * T
+    pad = (cfg.padded_vocab_size - cfg.vocab_size) * cfg.emb_dim  # padding is not useful work
+    return 6 * (parameter_count(cfg, embeddings=False) - pad) + 12 * cfg.n_layers * cfg.emb_dim * T
 
 
 @functools.cache
@@ -434,6 +436,7 @@ def run_bench(
     compile: bool = False,
     tf32: bool = False,
     vocab_pad: int = 1,
+    fused_layers: bool = False,
     model: str | None = None,
     exact_memory: bool = True,
 ) -> list[dict[str, Any]]:
@@ -453,7 +456,8 @@ def run_bench(
 
     Fast paths (``gptref.fast``), recorded in every row: ``optimizer`` (AdamW
     implementation), ``compile`` (torch.compile; warm-up steps include the compilation),
-    ``tf32`` (CUDA), ``vocab_pad`` (out_head rows rounded up); ``model`` times another model
+    ``tf32`` (CUDA), ``vocab_pad`` (out_head rows rounded up), ``fused_layers`` (LayerNorm
+    and GELU in one kernel each); ``model`` times another model
     class of the same shape ("module:callable"), for comparisons.
     """
     if optimizer not in OPTIMIZER_IMPLS:
@@ -501,8 +505,10 @@ def run_bench(
         configs, desc="gptref bench", unit="config", disable=not progress
     ):
         cfg = model_config(preset, context, attn)
-        if vocab_pad != 1:
-            cfg = GPTConfig.from_dict({**cfg.to_dict(), "vocab_pad_multiple": vocab_pad})
+        if vocab_pad != 1 or fused_layers:
+            cfg = GPTConfig.from_dict(
+                {**cfg.to_dict(), "vocab_pad_multiple": vocab_pad, "fused_layers": fused_layers}
+            )
         micro = math.ceil(b / accumulation_steps)
         estimate = estimate_training_memory(
             cfg,
@@ -516,7 +522,7 @@ def run_bench(
             "accumulation_steps": accumulation_steps, "context": cfg.context_length, "steps": steps,
             "peak_bytes_predicted": estimate.total, "peak_phase": estimate.peak_phase,
             "optimizer": optimizer, "compile": compile, "tf32": tf32, "vocab_pad": vocab_pad,
-            "model": model or "gptref",
+            "fused_layers": fused_layers, "model": model or "gptref",
         }  # fmt: skip
         if b < accumulation_steps:
             rows.append(
@@ -638,7 +644,9 @@ def write_results(
     return paths
 
 
-FAST_SETTINGS = ("dtype", "attn", "optimizer", "compile", "tf32", "vocab_pad", "model")
+FAST_SETTINGS = (
+    "dtype", "attn", "optimizer", "compile", "tf32", "vocab_pad", "fused_layers", "model",
+)  # fmt: skip
 
 
 def compare_paths(
@@ -698,12 +706,13 @@ def compare_paths(
 
 def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows of ``compare_paths`` -> a markdown table with the speed-up over the first row."""
-    head = "| variant | dtype | attn | AdamW | compile | vocab pad | model | tokens/s | step median (s) | speed-up | MFU | CPU share |"
+    head = "| variant | dtype | attn | AdamW | fused layers | compile | vocab pad | model | tokens/s | step median (s) | speed-up | MFU | CPU share |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         ok = r["status"] == "ok"
         cells = [
-            r["variant"], r["dtype"], r["attn"], r["optimizer"], "yes" if r["compile"] else "no",
+            r["variant"], r["dtype"], r["attn"], r["optimizer"],
+            "yes" if r.get("fused_layers") else "no", "yes" if r["compile"] else "no",
             str(r["vocab_pad"]), r["model"],
             f"{r['tokens_per_s']:,.0f}" if ok else r["status"],
             f"{r['step_s_median']:.3f}" if ok else "",

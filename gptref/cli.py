@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="torch.compile the model (slower start, faster steps)")  # fmt: skip
     t.add_argument("--tf32", action="store_true", help="CUDA: float32 matmuls on TF32 tensor cores")  # fmt: skip
     t.add_argument("--vocab-pad", type=_positive_int, metavar="N", help="round out_head's rows up to a multiple of N (64 suits GPUs); logits unchanged")  # fmt: skip
-    t.add_argument("--fast", action="store_true", help="the tested fast paths: --attn sdpa --dtype bfloat16 --optimizer fused (explicit flags win)")  # fmt: skip
+    t.add_argument("--fused-layers", action="store_true", help="LayerNorm and GELU as one kernel each (F.layer_norm, F.gelu): same functions")  # fmt: skip
+    t.add_argument("--fast", action="store_true", help="the tested fast paths: --attn sdpa --dtype bfloat16 --optimizer fused --fused-layers (explicit flags win)")  # fmt: skip
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR exactly (its settings win)")  # fmt: skip
     t.add_argument("--prompt", default="Every effort moves you", help="start context for samples")
@@ -147,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", default="float32", metavar="LIST", help="float32,bfloat16 (comma-separated)")  # fmt: skip
     b.add_argument("--attn", default="reference", metavar="LIST", help="reference,sdpa (comma-separated)")  # fmt: skip
     b.add_argument("--steps", type=_positive_int, default=3, metavar="N", help="timed steps per configuration")  # fmt: skip
+    b.add_argument("--optimizer", default="default", choices=["default", "for-loop", "foreach", "fused"], help="AdamW implementation")  # fmt: skip
+    b.add_argument("--compile", action="store_true", help="torch.compile the model (warm-up steps include the compilation)")  # fmt: skip
+    b.add_argument("--tf32", action="store_true", help="CUDA: TF32 float32 matmuls")
+    b.add_argument("--vocab-pad", type=_positive_int, default=1, metavar="N", help="round out_head's rows up to a multiple of N")  # fmt: skip
+    b.add_argument("--fused-layers", action="store_true", help="LayerNorm and GELU as one kernel each")  # fmt: skip
+    b.add_argument("--compare", action="store_true", help="instead of a sweep: the fp32 reference and the fast paths side by side at the first batch size and device, with speed-ups (writes compare.md/json)")  # fmt: skip
     b.add_argument("--out", default="bench", metavar="DIR", help="where bench.md/json/png go (default ./bench)")  # fmt: skip
     b.add_argument("--no-progress", action="store_true")
 
@@ -197,14 +204,46 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda: this torch build or machine has no CUDA; use --device cpu")
     else:
         devices = [args.device]
+    if args.compare:
+        return _compare(args, sizes[0], devices[0])
     rows = run_bench(
         args.preset, args.context, sizes, devices,
         _split_list("--dtype", args.dtype, ("float32", "bfloat16")),
         _split_list("--attn", args.attn, ("reference", "sdpa")),
-        args.steps, args.out, progress=not args.no_progress,
+        args.steps, args.out, progress=not args.no_progress, optimizer=args.optimizer,
+        compile=args.compile, tf32=args.tf32, vocab_pad=args.vocab_pad,
+        fused_layers=args.fused_layers,
     )  # fmt: skip
     print(format_table(rows))
     print(f"wrote {args.out}/: bench.md, bench.json, bench.png")
+    return 0
+
+
+def _compare(args: argparse.Namespace, batch_size: int, device: str) -> int:
+    import json
+
+    from gptref.bench import compare_paths, format_comparison, machine_info
+
+    fast = {"attn": "sdpa", "optimizer": "fused", "fused_layers": True, "vocab_pad": args.vocab_pad}
+    variants = {
+        "fp32 reference": {},
+        "fp32 fast (sdpa, fused AdamW and layers)": fast,
+        "bf16 fast": {**fast, "dtype": "bfloat16"},
+    }
+    if device == "cuda":
+        variants["tf32 fast"] = {**fast, "tf32": True}
+    if args.compile:
+        variants["bf16 fast + compile"] = {**fast, "dtype": "bfloat16", "compile": True}
+    rows = compare_paths(
+        variants, args.preset, args.context, batch_size, device, steps=args.steps,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(format_comparison(rows) + "\n")
+    (out / "compare.json").write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1) + "\n")  # fmt: skip
+    print(format_comparison(rows))
+    print(f"wrote {out}/: compare.md, compare.json")
     return 0
 
 
@@ -257,9 +296,12 @@ def _train(args: argparse.Namespace) -> int:
         "seed": args.seed, "dtype": args.dtype, "attn": args.attn,
         "optimizer": args.optimizer, "vocab_pad": args.vocab_pad,
         "compile": args.compile or None, "tf32": args.tf32 or None,
+        "fused_layers": args.fused_layers or None,
     }  # fmt: skip
     if args.fast:
-        base = dataclasses.replace(base, attn="sdpa", dtype="bfloat16", optimizer="fused")
+        base = dataclasses.replace(
+            base, attn="sdpa", dtype="bfloat16", optimizer="fused", fused_layers=True
+        )
     changes = {k: v for k, v in flags.items() if v is not None}
     if args.epochs is not None:
         changes.update(epochs=args.epochs, max_steps=None)

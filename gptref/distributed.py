@@ -110,9 +110,13 @@ def init(
     return DistContext(rank, world_size, local_rank, dev)
 
 
-def shutdown() -> None:
-    """Leave the process group (no-op without one)."""
+def shutdown(*, wait: bool = False) -> None:
+    """Leave the process group (no-op without one). ``wait=True`` (a clean finish) first
+    waits for every rank, so none tears down its connections while another still uses them;
+    after an error, leave at once (a barrier would wait for a rank that is gone)."""
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -10,6 +10,8 @@ it is held to and why) and timed beside it (``benchmarks/test_bench_fast.py``):
   instead of the per-parameter loop, the same update up to float rounding.
 - ``compile_model``: ``torch.compile`` (inductor) of the forward and backward.
 - ``set_tf32(True)``: float32 matmuls on CUDA tensor cores in TF32 (10-bit mantissa).
+- ``GPTConfig(fused_layers=True)``: LayerNorm and GELU through ``F.layer_norm`` and
+  ``F.gelu(approximate="tanh")``, one kernel each instead of the book's 5-8 elementwise ops.
 - ``GPTConfig(vocab_pad_multiple=64)``: ``out_head`` rows rounded up to a multiple of 64 for
   friendlier GPU matmul shapes; logits on real ids are unchanged (the pad is sliced off).
 - ``create_dataloader(pin_memory=True)``: page-locked batches, copied with

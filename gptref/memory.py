@@ -352,7 +352,7 @@ def parameter_count(config: GPTConfig | Mapping[str, Any], *, embeddings: bool =
     E, L, V = cfg.emb_dim, cfg.n_layers, cfg.vocab_size
     qkv = 3 * E * E + (3 * E if cfg.qkv_bias else 0)
     block = qkv + (E * E + E) + (4 * E * E + 4 * E) + (4 * E * E + E) + 4 * E  # + 2 LayerNorms
-    n = L * block + 2 * E + V * E  # final norm, out_head
+    n = L * block + 2 * E + cfg.padded_vocab_size * E  # final norm, out_head (with its pad)
     return n + (V * E + cfg.context_length * E if embeddings else 0)
 
 

@@ -89,6 +89,9 @@ class GPTConfig:
     # out_head rows rounded up to a multiple of this (GPU matmuls like 64); the extra rows
     # start at zero, draw no random numbers, and are sliced off the logits: same function
     vocab_pad_multiple: int = 1
+    # LayerNorm and GELU as one kernel each (F.layer_norm, F.gelu(approximate="tanh")): the
+    # book's functions, parameters and names, other rounding; False repeats the book's ops
+    fused_layers: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -115,8 +118,11 @@ class GPTConfig:
             raise ValueError(
                 f"GPTConfig: drop_rate must be in [0, 1), got {self.drop_rate}; e.g. 0.1"
             )
-        if not isinstance(self.qkv_bias, bool):
-            raise TypeError(f"GPTConfig: qkv_bias must be True or False, got {self.qkv_bias!r}")
+        for flag in ("qkv_bias", "fused_layers"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(
+                    f"GPTConfig: {flag} must be True or False, got {getattr(self, flag)!r}"
+                )
         if self.attn_impl not in ATTN_IMPLS:
             raise ValueError(
                 f"GPTConfig: attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}"
@@ -147,8 +153,8 @@ class GPTConfig:
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        """-> the book's dict (all seven keys) plus ``attn_impl`` and ``vocab_pad_multiple``;
-        ``from_dict`` inverts it."""
+        """-> the book's dict (all seven keys) plus ``attn_impl``, ``vocab_pad_multiple`` and
+        ``fused_layers``; ``from_dict`` inverts it."""
         return dataclasses.asdict(self)
 
 
@@ -158,15 +164,20 @@ def as_config(cfg: GPTConfig | Mapping[str, Any]) -> GPTConfig:
 
 
 class LayerNorm(nn.Module):
-    """The book's LayerNorm: (..., emb_dim) -> same; biased variance, eps 1e-5, ``scale``/``shift``."""
+    """The book's LayerNorm: (..., emb_dim) -> same; biased variance, eps 1e-5, ``scale``/``shift``.
 
-    def __init__(self, emb_dim: int) -> None:
+    ``fused=True`` computes the same function with ``F.layer_norm`` (one kernel)."""
+
+    def __init__(self, emb_dim: int, fused: bool = False) -> None:
         super().__init__()
         self.eps = 1e-5
+        self.fused = fused
         self.scale = nn.Parameter(torch.ones(emb_dim))
         self.shift = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.layer_norm(x, self.scale.shape, self.scale, self.shift, self.eps)
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, keepdim=True, unbiased=False)
         norm_x = (x - mean) / torch.sqrt(var + self.eps)
@@ -174,9 +185,16 @@ class LayerNorm(nn.Module):
 
 
 class GELU(nn.Module):
-    """The tanh approximation of GELU, elementwise, with the book's float32 constant."""
+    """The tanh approximation of GELU, elementwise, with the book's float32 constant;
+    ``fused=True``: ``F.gelu(x, approximate="tanh")``, the same formula in one kernel."""
+
+    def __init__(self, fused: bool = False) -> None:
+        super().__init__()
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.gelu(x, approximate="tanh")
         # sqrt(2/pi) is rounded as the book rounds it: a float32 sqrt, not a Python float
         c = torch.sqrt(torch.tensor(2.0 / torch.pi))
         return 0.5 * x * (1 + torch.tanh(c * (x + 0.044715 * torch.pow(x, 3))))
@@ -189,7 +207,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.layers = nn.Sequential(
             nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),
-            GELU(),
+            GELU(cfg.fused_layers),
             nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),
         )
 
@@ -282,8 +300,8 @@ class TransformerBlock(nn.Module):
             attn_impl=cfg.attn_impl,
         )
         self.ff = FeedForward(cfg)
-        self.norm1 = LayerNorm(cfg.emb_dim)
-        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.norm1 = LayerNorm(cfg.emb_dim, cfg.fused_layers)
+        self.norm2 = LayerNorm(cfg.emb_dim, cfg.fused_layers)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,7 +333,7 @@ class GPTModel(nn.Module):
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.final_norm = LayerNorm(cfg.emb_dim, cfg.fused_layers)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         if cfg.padded_vocab_size != cfg.vocab_size:
             # pad after the book's initialisation: the real rows and the RNG stream are the

@@ -61,6 +61,7 @@ class RunConfig:
     compile: bool = False  # torch.compile the model
     tf32: bool = False  # TF32 matmuls on CUDA
     vocab_pad: int = 1  # out_head rows rounded up to a multiple of this (64 for GPUs)
+    fused_layers: bool = False  # LayerNorm and GELU as one kernel each
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
@@ -108,7 +109,12 @@ class RunConfig:
             raise ValueError(f"--vocab-pad must be >= 1, got {self.vocab_pad}; e.g. 64")
 
     def model_config(self) -> GPTConfig:
-        cfg = dict(PRESETS[self.preset], attn_impl=self.attn, vocab_pad_multiple=self.vocab_pad)
+        cfg = dict(
+            PRESETS[self.preset],
+            attn_impl=self.attn,
+            vocab_pad_multiple=self.vocab_pad,
+            fused_layers=self.fused_layers,
+        )
         if self.context is not None:
             cfg["context_length"] = self.context
         return GPTConfig.from_dict(cfg)
@@ -252,9 +258,14 @@ def train_run(
     run.validate()
     ctx = distributed.init(device) if distributed.launched() else None
     try:
-        return _train_run(run, ctx, texts, data, Path(out), device, prompt, resume, progress, say)
-    finally:
-        distributed.shutdown()
+        summary = _train_run(
+            run, ctx, texts, data, Path(out), device, prompt, resume, progress, say
+        )
+    except BaseException:
+        distributed.shutdown()  # at once: the other ranks' collectives fail and they exit too
+        raise
+    distributed.shutdown(wait=True)
+    return summary
 
 
 def _train_run(run, ctx, texts, data, out, device, prompt, resume, progress, say) -> dict[str, Any]:

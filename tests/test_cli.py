@@ -172,6 +172,7 @@ def test_validation_split_too_small_is_reported(capsys, tmp_path):
         (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
         (["--train-ratio", "1.5"], r"--train-ratio must be in (0, 1), got 1.5"),
         (["--grad-clip", "0"], "--grad-clip must be > 0, got 0.0"),
+        (["--vocab-pad", "0"], "--vocab-pad must be >= 1, got 0; e.g. 64"),
     ],
 )
 def test_invalid_numbers_are_one_line_errors(capsys, corpus, flags, pattern):
@@ -281,3 +282,31 @@ def test_plan_prints_micro_batch_accumulation_and_peak(capsys):
 def test_bench_and_plan_reject_bad_values_in_one_line(capsys, argv, pattern):
     """Bad sizes, batch lists and dtypes: one line naming the value."""
     assert pattern in run_error(capsys, argv)
+
+
+def test_fast_flag_trains_with_the_fast_paths_and_records_them(corpus, tmp_path, capsys):
+    """--fast = sdpa + bf16 autocast + fused AdamW + fused layers, written to config.json;
+    an explicit flag wins over --fast."""
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(corpus), *TINY, "--max-steps", "2", "--fast",
+            "--attn", "reference", "--vocab-pad", "64", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    saved = json.loads((out / "config.json").read_text())
+    run, model = saved["run"], saved["model"]
+    assert (run["dtype"], run["optimizer"], run["fused_layers"]) == ("bfloat16", "fused", True)
+    assert run["attn"] == model["attn_impl"] == "reference"
+    assert model["vocab_pad_multiple"] == 64 and model["fused_layers"] is True
+    assert "final train loss" in capsys.readouterr().out
+
+
+def test_bench_compare_prints_speedups_over_the_reference(tmp_path, capsys):
+    """gptref bench --compare: the reference and the fast paths side by side, as ratios."""
+    argv = ["bench", "--compare", "--preset", "tiny", "--context", "16", "--batch-sizes", "2",
+            "--steps", "1", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    table = (tmp_path / "compare.md").read_text()
+    assert "| fp32 reference |" in table and "| bf16 fast |" in table
+    assert "1.00x" in table
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert rows[0]["speedup"] == 1.0 and all(r["speedup"] > 0 for r in rows)

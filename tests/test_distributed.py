@@ -84,8 +84,10 @@ def _worker(rank: int, world_size: int, rendezvous: str, out: str) -> None:
              "straight": straight, "resumed": resumed},
             Path(out) / f"rank{rank}.pt",
         )  # fmt: skip
-    finally:
+    except BaseException:
         distributed.shutdown()
+        raise
+    distributed.shutdown(wait=True)
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +176,37 @@ def test_torchrun_cli_trains_and_only_rank_0_writes(tmp_path):
     assert (out / "metrics.jsonl").read_text().count("\n") == 2
     state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
     assert state["extra"]["world_size"] == 2 and len(state["extra"]["ranks"]) == 2
+
+
+def _failing_worker(rank: int, world_size: int, rendezvous: str) -> None:
+    torch.set_num_threads(1)
+    distributed.init("cpu", rank=rank, world_size=world_size, init_method=rendezvous)
+
+    def fail_on_rank_1(info) -> None:
+        if rank == 1 and info["step"] == 1:
+            raise RuntimeError("rank 1 fails on purpose")
+
+    try:
+        _train(B, rank, world_size, callback=fail_on_rank_1)
+    except BaseException:
+        distributed.shutdown()
+        raise
+    distributed.shutdown(wait=True)
+
+
+def test_an_error_in_one_rank_ends_every_rank(tmp_path):
+    """Rank 1 raises mid-training; rank 0, waiting in a collective, must fail too rather than
+    hang (no launcher kills it here: the processes are joined one by one)."""
+    ctx = mp.start_processes(
+        _failing_worker, args=(2, f"file://{tmp_path}/rendezvous"), nprocs=2, join=False,
+        start_method="spawn",
+    )  # fmt: skip
+    try:
+        for process in ctx.processes:
+            process.join(timeout=120)
+        assert [p.exitcode for p in ctx.processes] != [None, None], "a rank hung"
+        assert all(p.exitcode not in (0, None) for p in ctx.processes)
+    finally:
+        for process in ctx.processes:
+            if process.is_alive():
+                process.kill()

@@ -9,8 +9,8 @@ eager). Tolerances, and why:
   sliced off before the loss);
 - 1e-6 absolute on parameters: fused AdamW (one kernel; its fused multiply-adds round once
   where the loop rounds twice: a few float32 ulps per step);
-- 1e-5 relative on the step losses: sdpa and torch.compile (fp32 throughout, but other
-  summation orders: softmax, LayerNorm statistics; float32 eps is 1.2e-7 and the errors of
+- 1e-5 relative on the step losses: sdpa, fused LayerNorm/GELU and torch.compile (fp32
+  throughout, but other summation orders: softmax, LayerNorm statistics, tanh; float32 eps is 1.2e-7 and the errors of
   a few hundred-term reductions stay far below 1e-5);
 - 5e-3 relative on the step losses: bf16 autocast (matmul inputs are rounded to 8
   significant bits, unit roundoff 2^-9 = 2e-3; the loss, a mean over all tokens, averages
@@ -49,10 +49,11 @@ def _batches() -> torch.Tensor:
 
 
 def _train(device="cpu", *, attn="reference", optimizer="for-loop", autocast=None,
-           compile=False, pad=1):  # fmt: skip
+           compile=False, pad=1, fused_layers=False):  # fmt: skip
     """-> (step losses float64 (STEPS,), the trained model)."""
     torch.manual_seed(0)
-    model = GPTModel({**CFG, "attn_impl": attn, "vocab_pad_multiple": pad}).to(device)
+    cfg = {**CFG, "attn_impl": attn, "vocab_pad_multiple": pad, "fused_layers": fused_layers}
+    model = GPTModel(cfg).to(device)
     opt = make_optimizer(model, 1e-3, 0.1, optimizer)
     run = compile_model(model, compile)
     losses = [
@@ -130,6 +131,19 @@ def test_sdpa_matches_the_reference_to_1e_5(reference):
     device, losses, _ = reference
     got, _ = _train(device, attn="sdpa")
     assert _rel(got, losses) < 1e-5
+
+
+def test_fused_layers_match_the_reference_to_1e_5(reference):
+    device, losses, params = reference
+    got, model = _train(device, fused_layers=True)
+    assert _rel(got, losses) < 1e-5
+    assert _params(model).keys() == params.keys()  # the book's parameter names
+    x = torch.randn(3, 7, CFG["emb_dim"], device=device)
+    from gptref.model import GELU, LayerNorm
+
+    book, fused = LayerNorm(CFG["emb_dim"]).to(device), LayerNorm(CFG["emb_dim"], fused=True)
+    torch.testing.assert_close(fused.to(device)(x), book(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(GELU(fused=True)(x), GELU()(x), rtol=1e-5, atol=1e-6)
 
 
 def test_bf16_autocast_matches_the_reference_to_5e_3(reference):
