@@ -52,3 +52,30 @@ def test_bench_fast_paths_cpu_124m(benchmark):
     (RESULTS / "fast_cpu.json").write_text(
         json.dumps({"machine": machine_info(), "rows": rows}, indent=1) + "\n"
     )
+
+
+# one path at a time against the reference, on the small preset (context 128, batch 8)
+EACH = {
+    "fp32 reference": {},
+    "sdpa": {"attn": "sdpa"},
+    "AdamW foreach": {"optimizer": "foreach"},
+    "AdamW fused": {"optimizer": "fused"},
+    "fused LayerNorm/GELU": {"fused_layers": True},
+    "vocab pad 64": {"vocab_pad": 64},
+    "bf16 autocast": {"dtype": "bfloat16"},
+    "compile": {"compile": True},
+}
+
+
+def test_bench_each_fast_path_cpu_small(benchmark):
+    rows = benchmark.pedantic(
+        lambda: compare_paths(EACH, "small", 128, 8, "cpu", steps=5, warmup=2, rounds=ROUNDS),
+        rounds=1,
+        iterations=1,
+    )
+    assert all(r["status"] == "ok" for r in rows), rows
+    benchmark.extra_info.update(speedups={r["variant"]: r["speedup"] for r in rows})
+    (RESULTS / "fast_each_cpu_small.md").write_text(format_comparison(rows) + "\n")
+    (RESULTS / "fast_each_cpu_small.json").write_text(
+        json.dumps({"machine": machine_info(), "rows": rows}, indent=1) + "\n"
+    )
