@@ -17,10 +17,9 @@ fp32 reference (the numbers to track across commits). Variants:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from gptref.bench import compare_paths, format_comparison, machine_info
+from gptref.bench import compare_paths, write_results
 
 RESULTS = Path(__file__).parent / "results"
 ROUNDS = 2
@@ -47,11 +46,7 @@ def test_bench_fast_paths_cpu_124m(benchmark):
     assert all(r["status"] == "ok" for r in rows), rows
     speedups = {r["variant"]: r["speedup"] for r in rows}
     benchmark.extra_info.update(speedups=speedups)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fast_cpu.md").write_text(format_comparison(rows) + "\n")
-    (RESULTS / "fast_cpu.json").write_text(
-        json.dumps({"machine": machine_info(), "rows": rows}, indent=1) + "\n"
-    )
+    write_results(rows, RESULTS, "fast_cpu")
 
 
 # one path at a time against the reference, on the small preset (context 128, batch 8)
@@ -75,7 +70,4 @@ def test_bench_each_fast_path_cpu_small(benchmark):
     )
     assert all(r["status"] == "ok" for r in rows), rows
     benchmark.extra_info.update(speedups={r["variant"]: r["speedup"] for r in rows})
-    (RESULTS / "fast_each_cpu_small.md").write_text(format_comparison(rows) + "\n")
-    (RESULTS / "fast_each_cpu_small.json").write_text(
-        json.dumps({"machine": machine_info(), "rows": rows}, indent=1) + "\n"
-    )
+    write_results(rows, RESULTS, "fast_each_cpu_small")

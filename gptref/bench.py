@@ -629,15 +629,19 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def write_results(
     rows: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str = "bench"
 ) -> dict[str, Path]:
-    """-> paths of ``name``.md (the table), ``name``.json (machine info + rows) and ``name``.png
+    """-> paths of ``name``.md (the table: ``format_comparison`` for ``compare_paths`` rows,
+    else ``format_table``), ``name``.json (machine info + rows) and, for a sweep, ``name``.png
     (left out when matplotlib is not installed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / f"{name}.md", "json": out / f"{name}.json"}
-    paths["md"].write_text(format_table(rows) + "\n")
+    comparison = bool(rows) and "variant" in rows[0]
+    paths["md"].write_text((format_comparison if comparison else format_table)(rows) + "\n")
     paths["json"].write_text(
         json.dumps({"machine": machine_info(), "rows": list(rows)}, indent=1) + "\n"
     )
+    if comparison:
+        return paths
     png = plot_bench(rows, out / f"{name}.png")
     if png is not None:
         paths["png"] = png

@@ -220,9 +220,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace, batch_size: int, device: str) -> int:
-    import json
-
-    from gptref.bench import compare_paths, format_comparison, machine_info
+    from gptref.bench import compare_paths, format_comparison, write_results
 
     fast = {"attn": "sdpa", "optimizer": "fused", "fused_layers": True, "vocab_pad": args.vocab_pad}
     variants = {
@@ -238,12 +236,9 @@ def _compare(args: argparse.Namespace, batch_size: int, device: str) -> int:
         variants, args.preset, args.context, batch_size, device, steps=args.steps,
         progress=not args.no_progress,
     )  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.md").write_text(format_comparison(rows) + "\n")
-    (out / "compare.json").write_text(json.dumps({"machine": machine_info(), "rows": rows}, indent=1) + "\n")  # fmt: skip
+    write_results(rows, args.out, "compare")
     print(format_comparison(rows))
-    print(f"wrote {out}/: compare.md, compare.json")
+    print(f"wrote {args.out}/: compare.md, compare.json")
     return 0
 
 

@@ -307,9 +307,7 @@ def _train_run(run, ctx, texts, data, out, device, prompt, resume, progress, say
     torch.manual_seed(run.seed)
     base_model = GPTModel(mcfg).to(dev)
     if world_size > 1:  # same initial weights everywhere, a dropout stream per rank
-        torch.manual_seed((run.seed + 0x9E3779B1 * rank) % 2**63)
-        if dev.type == "cuda":
-            torch.cuda.manual_seed((run.seed + 0x9E3779B1 * rank) % 2**63)
+        torch.manual_seed((run.seed + 0x9E3779B1 * rank) % 2**63)  # seeds CUDA too
     optimizer = make_optimizer(base_model, run.lr, run.weight_decay, run.optimizer)
     model = compile_model(base_model, run.compile)
     if ctx is not None:

@@ -227,10 +227,10 @@ def _reduced_loss(loader, model, device, eval_iter: int, weighting: str) -> floa
     _, world_size = world()
     if world_size == 1:
         return loss
-    batches = itertools.islice(loader, eval_iter)
-    if weighting == "batch":
-        weight = float(sum(1 for _ in batches))
-    else:
+    if weighting == "batch":  # calc_loss_loader's own count: the loader is sized
+        weight = float(min(eval_iter, len(loader)))
+    else:  # the targets alone: no forward pass
+        batches = itertools.islice(loader, eval_iter)
         weight = float(sum(int((y != -100).sum()) for _, y in batches))
     total, weight = all_reduce_sum([loss * weight if weight else 0.0, weight])
     return total / weight if weight else math.nan
