@@ -7,7 +7,8 @@ Layout of a checkpoint directory::
     state.pt            step, epoch, batch_in_epoch, history, optimizer state, RNG states,
                         extra: tensors and plain containers only, so it loads with
                         ``torch.load(weights_only=True)``
-    config.json         the model config as a JSON object
+    config.json         the model config as a JSON object (``GPTConfig.to_dict()``); a
+                        run's other settings live in its run directory (``gptref.rundir``)
     manifest.json       written last: format, version and each file's size and SHA-256
 
 Atomicity: everything is written into ``<name>.tmp-<pid>-<random>`` beside the target
@@ -31,10 +32,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
-import secrets
 import shutil
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,6 +42,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from gptref._check import check_int, few, one_line
+from gptref._io import atomic_write, fsync_dir, fsync_file, temp_path
+from gptref.rng import capture_rng
 
 FORMAT = "gptref.checkpoint"
 VERSION = 1
@@ -79,7 +81,7 @@ def save_checkpoint(
     """
     path = Path(path)
     for name, value in (("step", step), ("epoch", epoch), ("batch_in_epoch", batch_in_epoch)):
-        _check_count("save_checkpoint", name, value)
+        check_int("save_checkpoint", name, value, low=0)
     config_json = _config_json(config)
     history = _as_dict("save_checkpoint", "history", history)
     extra = {} if extra is None else _as_dict("save_checkpoint", "extra", extra)
@@ -99,7 +101,7 @@ def save_checkpoint(
     }
     _check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = temp_path(path)
     tmp.mkdir()
     try:
         metadata = {_ALIASES_KEY: json.dumps(aliases, sort_keys=True)}
@@ -115,7 +117,7 @@ def save_checkpoint(
         # the manifest is the commit record: a directory without it is never loadable
         manifest_json = json.dumps(manifest, indent=2)
         _write_file(tmp / MANIFEST, lambda file: file.write_text(manifest_json, encoding="utf-8"))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _move_into_place(tmp, path)
     except BaseException:
         _remove_tree(tmp)
@@ -140,9 +142,9 @@ def load_checkpoint(
     tensors = _read_weights(path / WEIGHTS)
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
-        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        config = _model_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
     except Exception as e:  # the digests matched, so the writer itself was broken
-        raise ValueError(f"load_checkpoint: {path} is unreadable: {_one_line(e)}") from e
+        raise ValueError(f"load_checkpoint: {path} is unreadable: {one_line(e, kind=True)}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"load_checkpoint: {path / STATE} is not gptref training state")
     _check_fits(f"load_checkpoint: {path / WEIGHTS}", model, tensors)
@@ -157,7 +159,7 @@ def load_checkpoint(
         except (ValueError, KeyError, RuntimeError) as e:
             raise ValueError(
                 f"load_checkpoint: the optimizer state in {path} does not fit the optimizer: "
-                f"{_one_line(e)}"
+                f"{one_line(e, kind=True)}"
             ) from e
     model.load_state_dict(tensors)
     return {
@@ -177,42 +179,15 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     before ``load_checkpoint``: ``GPTModel(GPTConfig.from_dict(load_config(path)))``."""
     path = Path(path)
     _verify(path)
-    return json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    return _model_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
 
 
-def capture_rng() -> dict[str, Any]:
-    """-> {"torch": uint8 tensor, "cuda": [uint8 tensor per device], "python": random.getstate()}.
-
-    ``cuda`` is empty when CUDA is not available. numpy's global RNG is not captured
-    (nothing in gptref draws from it)."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {"torch": torch.get_rng_state(), "cuda": list(cuda), "python": random.getstate()}
-
-
-def restore_rng(state: Mapping[str, Any]) -> None:
-    """Set the global RNGs from ``load_checkpoint``'s state (or its ``"rng"`` entry, or
-    ``capture_rng()``): torch CPU, Python ``random``, and CUDA when both the checkpoint and
-    this process have it (a device-count mismatch restores the common devices and warns)."""
-    rng = state.get("rng", state)
-    if "torch" not in rng:
-        raise ValueError(
-            f"restore_rng: expected the state load_checkpoint returns or capture_rng()'s dict, "
-            f"got keys {sorted(rng)}"
-        )
-    torch.set_rng_state(rng["torch"])
-    if "python" in rng:
-        random.setstate(rng["python"])
-    cuda = rng.get("cuda") or []
-    if cuda and torch.cuda.is_available():
-        n = torch.cuda.device_count()
-        if len(cuda) != n:
-            warnings.warn(
-                f"restore_rng: the checkpoint has {len(cuda)} CUDA RNG states, this process sees "
-                f"{n} devices; restoring the first {min(n, len(cuda))}",
-                stacklevel=2,
-            )
-        for device, s in enumerate(cuda[:n]):
-            torch.cuda.set_rng_state(s, device)
+def _model_config(saved: Any) -> Any:
+    """config.json holds the model config; checkpoints that ``gptref train`` wrote before
+    0.2 held the run's whole record there (``{"run", "model", "data", ...}``): its model."""
+    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+        return saved["model"]
+    return saved
 
 
 def save_state_dict(
@@ -229,16 +204,7 @@ def save_state_dict(
     obj: Any = model.state_dict()
     if optimizer is not None:
         obj = {"model_state_dict": obj, "optimizer_state_dict": optimizer.state_dict()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        _write_file(tmp, lambda file: torch.save(obj, file))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda file: torch.save(obj, file))
 
 
 def load_state_dict(
@@ -257,7 +223,7 @@ def load_state_dict(
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(
-            f"load_state_dict: {path} is not a weights-only torch file: {_one_line(e)}"
+            f"load_state_dict: {path} is not a weights-only torch file: {one_line(e, kind=True)}"
         ) from e
     optim_state = None
     if isinstance(obj, Mapping) and "model_state_dict" in obj:
@@ -314,7 +280,7 @@ def _read_weights(file: Path) -> dict[str, torch.Tensor]:
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
         aliases = json.loads(metadata.get(_ALIASES_KEY, "{}"))
     except Exception as e:
-        raise ValueError(f"load_checkpoint: {file} is unreadable: {_one_line(e)}") from e
+        raise ValueError(f"load_checkpoint: {file} is unreadable: {one_line(e, kind=True)}") from e
     for alias, stored in aliases.items():
         tensors[alias] = tensors[stored]
     return tensors
@@ -327,8 +293,8 @@ def _check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> Non
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise ValueError(
-            f"{where} does not fit the model: missing {_few(missing)}, unexpected "
-            f"{_few(unexpected)}; build the model from the checkpoint's config"
+            f"{where} does not fit the model: missing {few(missing)}, unexpected "
+            f"{few(unexpected)}; build the model from the checkpoint's config"
         )
     for name, value in expected.items():
         got = tensors[name]
@@ -345,8 +311,7 @@ def _check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> Non
 def _write_file(file: Path, write: Callable[[Path], Any]) -> None:
     """Create ``file`` with ``write(file)`` and fsync it: on disk before anything refers to it."""
     write(file)
-    with open(file, "r+b") as f:
-        os.fsync(f.fileno())
+    fsync_file(file)
 
 
 def _digest(file: Path) -> dict[str, Any]:
@@ -376,7 +341,7 @@ def _verify(path: Path) -> None:
         files = manifest["files"]
         fmt, version = manifest["format"], manifest["version"]
     except Exception as e:
-        raise ValueError(f"{where}: {manifest_file} is corrupted: {_one_line(e)}") from e
+        raise ValueError(f"{where}: {manifest_file} is corrupted: {one_line(e, kind=True)}") from e
     if fmt != FORMAT or version != VERSION:
         raise ValueError(
             f"{where}: {path} is format {fmt!r} version {version!r}; this gptref reads "
@@ -423,27 +388,16 @@ def _check_replaceable(path: Path) -> None:
 def _move_into_place(tmp: Path, path: Path) -> None:
     old = None
     if path.exists():
-        old = path.parent / f"{path.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+        old = temp_path(path, "old")
         os.replace(path, old)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     if old is not None:
         _remove_tree(old)
 
 
 def _remove_tree(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make renames and new entries in ``directory`` durable (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- values
@@ -488,19 +442,3 @@ def _check_plain(at: str, value: Any) -> None:
         f"save_checkpoint: {at} is a {kind.__name__}; a checkpoint holds only tensors, numbers, "
         "strings, bytes, None and lists/tuples/dicts of them (convert it, e.g. float(x), str(p))"
     )
-
-
-def _check_count(where: str, name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{where}: {name} must be >= 0, got {value}")
-
-
-def _few(names: list[str], n: int = 3) -> str:
-    return "[]" if not names else "[" + ", ".join(names[:n]) + (", ...]" if len(names) > n else "]")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -64,8 +63,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from gptref._check import few, one_line
+from gptref._io import atomic_write
 from gptref.checkpoint import load_checkpoint, load_config, save_checkpoint
 from gptref.model import GPTConfig, GPTModel
+from gptref.rundir import find_checkpoint
 
 __all__ = [
     "GPT2_HEADS",
@@ -225,8 +227,9 @@ def import_hf(
 
 
 def export_hf(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """gptref checkpoint directory -> a Hugging Face GPT-2 ``model.safetensors`` at
-    ``out_path`` (written atomically, replacing a file there) -> its Path.
+    """gptref checkpoint directory (or a ``gptref train`` run directory, whose checkpoint/ is
+    read) -> a Hugging Face GPT-2 ``model.safetensors`` at ``out_path`` (written atomically,
+    replacing a file there) -> its Path.
 
     Tied head (``out_head`` == ``tok_emb``, e.g. an imported GPT-2): the names of the
     released GPT-2 file, no prefix, no ``lm_head``. Untied head (a model trained from
@@ -240,22 +243,13 @@ def export_hf(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike) ->
             f"export_hf: {out_path} is a directory; give a file name such as "
             f"{out_path / 'model.safetensors'}"
         )
+    checkpoint_dir = find_checkpoint(checkpoint_dir)
     model = GPTModel(GPTConfig.from_dict(load_config(checkpoint_dir)))
     load_checkpoint(checkpoint_dir, model)
     hf = gptref_to_hf(model.state_dict())
     if "lm_head.weight" in hf:
         hf = {(k if k == "lm_head.weight" else HF_PREFIX + k): v for k, v in hf.items()}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.parent / f"{out_path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        save_file(hf, str(tmp), metadata={"format": "pt"})
-        with open(tmp, "r+b") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_path
+    return atomic_write(out_path, lambda tmp: save_file(hf, str(tmp), metadata={"format": "pt"}))
 
 
 # ---------------------------------------------------------------- layout checks
@@ -298,7 +292,7 @@ def _read_safetensors(where: str, path: Path) -> dict[str, torch.Tensor]:
             return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
     except Exception as e:
         raise ValueError(
-            f"{where}: {path} is not a readable safetensors file ({_one_line(e)}); pass a "
+            f"{where}: {path} is not a readable safetensors file ({one_line(e, kind=True)}); pass a "
             "Hugging Face model.safetensors (pytorch_model.bin is not read: it is a pickle)"
         ) from e
 
@@ -409,7 +403,7 @@ def _matrix(where: str, state: Mapping[str, torch.Tensor], name: str) -> tuple[i
     if name not in state:
         raise ValueError(
             f"{where}: {name} is missing, so the model's sizes are unknown; "
-            f"the names present include {_few(sorted(state, key=_natural))}; is this "
+            f"the names present include {few(sorted(state, key=_natural))}; is this "
             f"{'a GPT-2 model.safetensors' if name == 'wte.weight' else 'a GPTModel state dict'}?"
         )
     t = state[name]
@@ -444,12 +438,12 @@ def _check_names(
     unexpected = sorted(set(state) - set(shapes) - set(buffers), key=_natural)
     if missing:
         raise ValueError(
-            f"{where}: missing {_few(missing)} ({len(missing)} in all); not a complete "
+            f"{where}: missing {few(missing)} ({len(missing)} in all); not a complete "
             f"{layout} state dict"
         )
     if unexpected:
         raise ValueError(
-            f"{where}: unexpected {_few(unexpected)}; these names are not in {layout}'s "
+            f"{where}: unexpected {few(unexpected)}; these names are not in {layout}'s "
             "layout (a different architecture?)"
         )
     for name, value in state.items():
@@ -476,12 +470,3 @@ def _copy(t: torch.Tensor) -> torch.Tensor:
 def _natural(name: str) -> list[tuple[int, str]]:
     """Sort key: h.2 before h.10."""
     return [(int(part), "") if part.isdigit() else (-1, part) for part in name.split(".")]
-
-
-def _few(names: list[str], n: int = 3) -> str:
-    return "[" + ", ".join(names[:n]) + (", ...]" if len(names) > n else "]")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"

@@ -18,15 +18,14 @@ from torch import nn
 
 from gptref import checkpoint
 from gptref.checkpoint import (
-    capture_rng,
     load_checkpoint,
     load_config,
     load_state_dict,
-    restore_rng,
     save_checkpoint,
     save_state_dict,
 )
 from gptref.model import GPTConfig, GPTModel
+from gptref.rng import capture_rng, restore_rng
 from tests.strategies import seeds
 
 CFG = GPTConfig(vocab_size=50, context_length=6, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1)

@@ -239,12 +239,12 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_builtin_corpus_is_announced_first(capsys, monkeypatch):
     """With no --text, the first line of output says the built-in corpus is used."""
-    import gptref.run as run
+    import gptref.commands.common as common
 
     def stop(*args, **kwargs):
         raise ValueError("stopped for the test")
 
-    monkeypatch.setattr(run, "build_loaders", stop)
+    monkeypatch.setattr(common, "run_loaders", stop)
     assert main(["train", "--no-progress"]) == 2
     out = capsys.readouterr().out.splitlines()
     assert (
