@@ -354,16 +354,12 @@ def _verify(path: Path) -> None:
         if not file.is_file():
             raise ValueError(f"{where}: {path} is not a complete checkpoint: {name} is missing")
         expected, got = files[name], _digest(file)
-        if got["bytes"] != expected["bytes"]:
-            raise ValueError(
-                f"{where}: {file} is corrupted: {got['bytes']} bytes, the manifest says "
-                f"{expected['bytes']}"
-            )
-        if got["sha256"] != expected["sha256"]:
-            raise ValueError(
-                f"{where}: {file} is corrupted: SHA-256 {got['sha256'][:12]}..., the manifest "
-                f"says {expected['sha256'][:12]}..."
-            )
+        for key, show in (("bytes", lambda n: f"{n} bytes"), ("sha256", lambda h: f"SHA-256 {h[:12]}...")):  # fmt: skip
+            if got[key] != expected[key]:
+                raise ValueError(
+                    f"{where}: {file} is corrupted: {show(got[key])}, the manifest says "
+                    f"{show(expected[key])}"
+                )
 
 
 def _check_replaceable(path: Path) -> None:

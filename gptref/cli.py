@@ -39,18 +39,19 @@ examples:
 """
 
 
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+def _parser(kind: type, word: str):
+    """argparse's ``type=``: ``kind(text)``, or a usage error naming the text."""
+
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {word}, got {text!r}") from None
+
+    return parse
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+_PARSERS = {int: _parser(int, "an integer"), float: _parser(float, "a number")}
 
 
 def flag_name(field: dataclasses.Field) -> str:
@@ -58,19 +59,21 @@ def flag_name(field: dataclasses.Field) -> str:
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
 
 
-def flag_fields(cls: type, exclude: tuple[str, ...] = ()) -> list[tuple[dataclasses.Field, Any]]:
-    """Every (field, type hint) of ``cls`` that is a flag, nested dataclasses flattened, in
-    order; a nested field's ``metadata["exclude"]`` leaves some of its flags out."""
+def _walk(cls: type, exclude: tuple[str, ...] = ()):
+    """-> (owner class, field, type hint) of every field of ``cls``, nested ones included
+    after their own entry; a nested field's ``metadata["exclude"]`` leaves some out."""
     hints = typing.get_type_hints(cls)
-    out = []
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
+        yield cls, f, hints[f.name]
         if f.metadata.get("nested"):
-            out += flag_fields(hints[f.name], f.metadata.get("exclude", ()))
-        elif "help" in f.metadata:
-            out.append((f, hints[f.name]))
-    return out
+            yield from _walk(hints[f.name], f.metadata.get("exclude", ()))
+
+
+def flag_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    """Every (field, type hint) of ``cls`` that is a flag, nested dataclasses flattened."""
+    return [(f, hint) for _, f, hint in _walk(cls) if "help" in f.metadata]
 
 
 def _kind(hint: Any) -> tuple[Any, bool]:
@@ -97,7 +100,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                 kw["choices"] = typing.get_args(kind)
             elif "choices" in meta:
                 kw["choices"] = meta["choices"]
-            kw["type"] = {int: _int, float: _number}.get(kind, str)
+            kw["type"] = _PARSERS.get(kind, str)
             if "metavar" in meta:
                 kw["metavar"] = meta["metavar"]
             if many:
@@ -119,22 +122,20 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         target.add_argument(flag_name(f), **kw)
 
 
-def from_flags(cls: type, given: Mapping[str, Any], exclude: tuple[str, ...] = ()) -> Any:
+def from_flags(cls: type, given: Mapping[str, Any]) -> Any:
     """The flags given -> an instance of ``cls`` (nested dataclasses too); missing flags take
     the fields' defaults. ``cls.from_flags`` does it where a command needs more."""
     if hasattr(cls, "from_flags"):
         return cls.from_flags(given)
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name in exclude:
-            continue
+    values: dict[type, dict[str, Any]] = {}
+    for owner, f, hint in reversed(list(_walk(cls))):  # inner dataclasses first
+        mine = values.setdefault(owner, {})
         if f.metadata.get("nested"):
-            values[f.name] = from_flags(hints[f.name], given, f.metadata.get("exclude", ()))
+            mine[f.name] = hint(**values.pop(hint, {}))
         elif f.name in given:
             value = given[f.name]
-            values[f.name] = tuple(value) if isinstance(value, list) else value
-    return cls(**values)
+            mine[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values.get(cls, {}))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,17 +18,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gptref._check import FieldError, check_choice, check_int, check_number
+from gptref._setting import nested, setting
 from gptref.fast import FastPaths
 
 if TYPE_CHECKING:
     from gptref.model import GPTConfig
 
 Preset = Literal["tiny", "small", "124M"]  # gptref.model.PRESETS
-
-
-def setting(default: Any, help: str, **flag: Any) -> Any:
-    """A RunConfig field with its help text (and argparse hints: metavar, group)."""
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +57,7 @@ class RunConfig:
     seed: int = setting(123, "seed for weights, batches and dropout", metavar="N")
     # the book's loaders draw their order from the global RNG (set by --book, not a flag)
     book_mode_loaders: bool = False
-    fast: FastPaths = dataclasses.field(default_factory=FastPaths, metadata={"nested": True})
+    fast: FastPaths = nested(FastPaths)
 
     def __post_init__(self) -> None:
         where = "RunConfig"

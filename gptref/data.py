@@ -208,34 +208,16 @@ def collate(
 
 
 def batches(
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    drop_last: bool = False,
-    seed: int = 0,
-    epoch: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
+    inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, **order: Any
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(inputs, targets): (n, L) -> iterator of (x, y): int64 (<= batch_size, L), in ``batch_order``."""
+    """(inputs, targets): (n, L) -> iterator of (x, y): int64 (<= batch_size, L), in
+    ``batch_order(n, batch_size, **order)`` (shuffle, drop_last, seed, epoch, rank, world_size)."""
     if inputs.shape[0] != targets.shape[0]:
         raise ValueError(
             f"batches: inputs and targets must have the same number of rows, "
             f"got {inputs.shape[0]} and {targets.shape[0]}"
         )
-    order = batch_order(
-        inputs.shape[0],
-        batch_size,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        seed=seed,
-        epoch=epoch,
-        rank=rank,
-        world_size=world_size,
-    )
-    for idx in order:
+    for idx in batch_order(inputs.shape[0], batch_size, **order):
         yield inputs[idx].long(), targets[idx].long()  # windows of a token file are uint16
 
 

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gptref._check import check_choice, check_int
+from gptref._setting import setting
 
 if TYPE_CHECKING:
     import torch
@@ -45,29 +46,25 @@ Optimizer = Literal["default", "for-loop", "foreach", "fused"]
 OPTIMIZER_IMPLS: tuple[str, ...] = get_args(Optimizer)
 
 
-def _switch(default: Any, help: str, **flag: Any) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, **flag})
-
-
 @dataclasses.dataclass(frozen=True)
 class FastPaths:
     """The speed paths of one run; the defaults are the fp32 reference."""
 
-    attn: Attn = _switch("reference", "attention: reference (the book's ops) or sdpa (fused)")
-    dtype: Dtype = _switch(
+    attn: Attn = setting("reference", "attention: reference (the book's ops) or sdpa (fused)")
+    dtype: Dtype = setting(
         "float32", "bfloat16: autocast, matmuls in bf16 (about 2-4x faster on recent CPUs)"
     )
-    optimizer: Optimizer = _switch(
+    optimizer: Optimizer = setting(
         "default", "AdamW implementation (default: PyTorch's choice); all compute the same update"
     )
-    compile: bool = _switch(False, "torch.compile the model (slower start, faster steps)")
-    tf32: bool = _switch(False, "CUDA: float32 matmuls on TF32 tensor cores")
-    vocab_pad: int = _switch(
+    compile: bool = setting(False, "torch.compile the model (slower start, faster steps)")
+    tf32: bool = setting(False, "CUDA: float32 matmuls on TF32 tensor cores")
+    vocab_pad: int = setting(
         1,
         "round out_head's rows up to a multiple of N (64 suits GPUs); logits unchanged",
         metavar="N",
     )
-    fused_layers: bool = _switch(
+    fused_layers: bool = setting(
         False, "LayerNorm and GELU as one kernel each (F.layer_norm, F.gelu): same functions"
     )
     pin_memory: bool | None = None  # page-locked batches; None: on CUDA (not a flag)

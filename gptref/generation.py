@@ -14,6 +14,7 @@ import torch
 
 from gptref._check import check_int, check_number
 from gptref.fast import unwrap
+from gptref.model import check_token_batch
 from gptref.tokenizer import text_to_token_ids, token_ids_to_text
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # ids int64 (b, T) -> logits (b, T, vocab)
@@ -54,7 +55,7 @@ def generate(
     eos test is ambiguous; here each row has its own threshold and its own eos. Runs under
     ``torch.no_grad()``; ``model.training`` is left as it is.
     """
-    idx = _check_ids("generate", idx)
+    idx = check_token_batch("generate", "idx", idx, nonempty=True).to(torch.int64)
     check_int("generate", "max_new_tokens", max_new_tokens, low=0)
     check_int("generate", "context_size", context_size, low=1)
     check_number(
@@ -94,7 +95,7 @@ def generate_text_simple(
     the two differ only where softmax rounds the largest probabilities to a tie (then the
     lower id wins here), so this matches ``generate(temperature=0)`` almost always.
     """
-    idx = _check_ids("generate_text_simple", idx)
+    idx = check_token_batch("generate_text_simple", "idx", idx, nonempty=True).to(torch.int64)
     check_int("generate_text_simple", "max_new_tokens", max_new_tokens, low=0)
     check_int("generate_text_simple", "context_size", context_size, low=1)
     with torch.no_grad():
@@ -120,23 +121,6 @@ def _next_token(
         probs = torch.softmax(logits / temperature, dim=-1)
         return torch.multinomial(probs, num_samples=1, generator=generator)
     return torch.argmax(logits, dim=-1, keepdim=True)
-
-
-def _check_ids(where: str, idx: torch.Tensor) -> torch.Tensor:
-    if not isinstance(idx, torch.Tensor):
-        raise TypeError(
-            f"{where}: idx must be a tensor of token ids, got {type(idx).__name__}; "
-            "e.g. gptref.text_to_token_ids(text)"
-        )
-    dtype = idx.dtype
-    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
-        raise TypeError(f"{where}: idx must be an integer tensor, got dtype {dtype}")
-    if idx.dim() != 2 or 0 in idx.shape:
-        raise ValueError(
-            f"{where}: idx must have shape (batch, T) with batch, T >= 1, got "
-            f"{tuple(idx.shape)}; add a batch dimension with ids.unsqueeze(0)"
-        )
-    return idx.to(torch.int64)
 
 
 def sample_text(model: Model, start_context: str, device, tokenizer=None) -> str:

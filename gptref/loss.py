@@ -1,5 +1,5 @@
 """The losses of chapter 5: calc_loss_batch, calc_loss_loader, perplexity (the one home of
-the loss: ``batch_loss``).
+the loss: ``calc_loss_batch``).
 
 ``calc_loss_loader`` keeps the book's arithmetic by default (``weighting="batch"``): the
 mean of per-batch mean losses, so a short last batch weighs as much as a full one;
@@ -23,7 +23,7 @@ Weighting = Literal["batch", "token"]
 WEIGHTINGS = get_args(Weighting)
 
 
-def batch_loss(
+def calc_loss_batch(
     input_batch: torch.Tensor,
     target_batch: torch.Tensor,
     model: nn.Module,
@@ -32,11 +32,12 @@ def batch_loss(
     ignore_index: int = -100,
     reduction: Literal["mean", "sum"] = "mean",
 ) -> torch.Tensor:
-    """inputs, targets: int64 (b, T) -> float32 scalar: the cross-entropy of the model's logits
-    over the targets that are not ``ignore_index``, their mean (nan when none count) or sum.
+    """inputs, targets: int64 (b, T) -> float32 scalar: the book's loss, the mean cross-entropy
+    over the targets that are not ``ignore_index`` (nan when none are); ``reduction="sum"``:
+    their sum.
 
-    The one place gptref computes a loss: ``calc_loss_batch`` is its mean, ``calc_loss_loader``
-    (token-weighted) and data-parallel ``train_step`` use its sum. Differentiable; moves both
+    The one place gptref computes a loss: ``calc_loss_loader`` and ``train_step`` (its
+    accumulation and data-parallel forms use the sum) call it. Differentiable; moves both
     batches to ``device``."""
     # non_blocking: from a pinned batch the copy overlaps GPU work; otherwise no-op
     input_batch = input_batch.to(device, non_blocking=True)
@@ -45,19 +46,6 @@ def batch_loss(
     return F.cross_entropy(
         logits.flatten(0, 1), target_batch.flatten(), ignore_index=ignore_index, reduction=reduction
     )
-
-
-def calc_loss_batch(
-    input_batch: torch.Tensor,
-    target_batch: torch.Tensor,
-    model: nn.Module,
-    device: torch.device | str,
-    *,
-    ignore_index: int = -100,
-) -> torch.Tensor:
-    """inputs, targets: int64 (b, T) -> float32 scalar: the book's loss, the mean cross-entropy
-    over the targets that are not ``ignore_index`` (nan when none are). Differentiable."""
-    return batch_loss(input_batch, target_batch, model, device, ignore_index=ignore_index)
 
 
 def counted_targets(target_batch: torch.Tensor, ignore_index: int = -100) -> int:
@@ -110,7 +98,7 @@ def calc_loss_loader(
                 )
                 total_loss += loss.item()
             else:
-                loss_sum = batch_loss(
+                loss_sum = calc_loss_batch(
                     input_batch, target_batch, model, device,
                     ignore_index=ignore_index, reduction="sum",
                 )  # fmt: skip

@@ -186,6 +186,28 @@ def as_config(cfg: GPTConfig | Mapping[str, Any]) -> GPTConfig:
     return cfg if isinstance(cfg, GPTConfig) else GPTConfig.from_dict(cfg)
 
 
+def check_token_batch(where: str, name: str, ids: Any, *, nonempty: bool = False) -> torch.Tensor:
+    """``ids``: int (b, T) -> ids; TypeError / ValueError naming ``where`` and ``name`` otherwise
+    (``nonempty``: b, T >= 1 too)."""
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(
+            f"{where}: {name} must be a tensor of token ids, got {type(ids).__name__}; "
+            "e.g. gptref.text_to_token_ids(text)"
+        )
+    dtype = ids.dtype
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise TypeError(
+            f"{where}: {name} must be an integer tensor, got dtype {dtype}; pass int64 ids "
+            "(e.g. from gptref.text_to_token_ids)"
+        )
+    if ids.dim() != 2 or (nonempty and 0 in ids.shape):
+        raise ValueError(
+            f"{where}: {name} must have shape (batch, T){' with batch, T >= 1' if nonempty else ''}"
+            f", got {tuple(ids.shape)}; add a batch dimension with ids.unsqueeze(0)"
+        )
+    return ids
+
+
 class LayerNorm(nn.Module):
     """The book's LayerNorm: (..., emb_dim) -> same; biased variance, eps 1e-5, ``scale``/``shift``.
 
@@ -380,22 +402,8 @@ class GPTModel(nn.Module):
         return logits  # (b, T, vocab_size)
 
     def _check_ids(self, in_idx: torch.Tensor) -> torch.Tensor:
-        if not isinstance(in_idx, torch.Tensor):
-            raise TypeError(
-                f"GPTModel: input must be a tensor of token ids, got {type(in_idx).__name__}; "
-                "use torch.tensor(ids).unsqueeze(0)"
-            )
+        check_token_batch("GPTModel", "input", in_idx)
         dtype = in_idx.dtype
-        if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
-            raise TypeError(
-                f"GPTModel: token ids must be an integer tensor, got dtype {dtype}; "
-                "pass int64 ids (e.g. from gptref.text_to_token_ids)"
-            )
-        if in_idx.dim() != 2:
-            raise ValueError(
-                f"GPTModel: token ids must have shape (batch, seq_len), got {tuple(in_idx.shape)}; "
-                "add a batch dimension with ids.unsqueeze(0)"
-            )
         T, ctx = in_idx.shape[1], self.cfg.context_length
         if T > ctx:
             raise ValueError(

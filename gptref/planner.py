@@ -145,16 +145,13 @@ def format_plan(
     preset: str | GPTConfig | Mapping[str, Any] = "124M",
     memory: str | int = "24GiB",
     target_batch: int = 1024,
-    *,
-    context: int | None = None,
-    dtype: str = "float32",
-    attn: str | None = None,
-    device: str = "cpu",
+    **options: Any,
 ) -> str:
-    """``plan(...)`` as the lines ``gptref plan`` prints: the plan and the peak's breakdown."""
-    result = plan(
-        preset, memory, target_batch, context=context, dtype=dtype, attn=attn, device=device
-    )
+    """``plan(...)`` as the lines ``gptref plan`` prints: the plan and the peak's breakdown
+    (``options``: plan's context, dtype, attn, device)."""
+    result = plan(preset, memory, target_batch, **options)
+    context, dtype = options.get("context"), options.get("dtype", "float32")
+    attn, device = options.get("attn"), options.get("device", "cpu")
     cfg = resolve_config(preset, context_length=context, attn_impl=attn)
     autocast = "bfloat16" if dtype == "bfloat16" else None
     est = estimate_training_memory(

@@ -46,8 +46,13 @@ def plot_losses(
     ax2 = ax1.twiny()  # same losses against tokens seen: an invisible line sets the scale
     ax2.plot(tokens_seen, train_losses, alpha=0)
     ax2.set_xlabel("Tokens seen")
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (PNG, atomically) and close it -> path."""
     fig.tight_layout()
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
     finally:
-        plt.close(fig)
+        pyplot().close(fig)

@@ -21,7 +21,6 @@ token for token the tokenization of each whole part, whatever the piece size.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 import os
@@ -38,7 +37,15 @@ import numpy as np
 from gptref._check import check_int, check_number
 from gptref._io import atomic_write_json
 from gptref.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, N_VOCAB, gpt2_tokenizer
-from gptref.tokens import FORMAT, MANIFEST, SPLITS, VERSION, read_manifest, tokenizer_sha256
+from gptref.tokens import (
+    FORMAT,
+    MANIFEST,
+    SPLITS,
+    VERSION,
+    read_manifest,
+    text_blocks,
+    tokenizer_sha256,
+)
 
 SPLIT_RULE = "per-document-characters"
 SPLIT_DESCRIPTION = (
@@ -49,7 +56,6 @@ SPLIT_DESCRIPTION = (
 )
 # ~64K tokens per tokenizer call: big enough to amortize the call, small enough to bound memory
 PIECE_CHARS = 1 << 18
-BLOCK_BYTES = 1 << 20  # read size
 _TMP_PREFIX = ".prepare-tmp-"
 
 # A cut point p: text[p] is ASCII whitespace and text[p-1] is not whitespace. GPT-2's
@@ -125,44 +131,10 @@ class Source:
     sha256: str
 
 
-def _blocks(path: Path, digest: Any, on_bytes: Callable[[int], Any] | None = None) -> Iterator[str]:
-    """-> the file's text in decoded blocks, feeding its bytes to ``digest`` (and their
-    count to ``on_bytes``); ValueError naming the file and the offset of the first byte
-    that is not UTF-8."""
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset = 0
-    try:
-        with open(path, "rb") as f:
-            while True:
-                data = f.read(BLOCK_BYTES)
-                pending = decoder.getstate()[0]
-                try:
-                    text = decoder.decode(data, final=not data)
-                except UnicodeDecodeError as e:
-                    bad = (pending + data)[e.start]
-                    raise ValueError(
-                        f"{path}: not UTF-8 text (byte 0x{bad:02x} at offset "
-                        f"{offset - len(pending) + e.start}); convert it, e.g. "
-                        "`iconv -f latin1 -t utf-8`"
-                    ) from None
-                digest.update(data)
-                offset += len(data)
-                if on_bytes is not None:
-                    on_bytes(len(data))
-                if text:
-                    yield text
-                if not data:
-                    return
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, not a text file") from None
-
-
 def scan_source(path: str | Path, on_bytes: Callable[[int], Any] | None = None) -> Source:
     """A text file -> its size, character count and SHA-256 (one streamed pass)."""
     digest = hashlib.sha256()
-    characters = sum(len(text) for text in _blocks(Path(path), digest, on_bytes))
+    characters = sum(len(text) for text in text_blocks(Path(path), digest, on_bytes))
     return Source(
         str(Path(path).resolve()), Path(path).stat().st_size, characters, digest.hexdigest()
     )
@@ -172,7 +144,7 @@ def _parts(source: Source, train_ratio: float) -> Iterator[tuple[str, Iterator[s
     """-> ("train", blocks of the first k characters), ("val", blocks of the rest), streamed
     from one read of the file (consume each before asking for the next)."""
     digest = hashlib.sha256()
-    blocks = _blocks(Path(source.path), digest)
+    blocks = text_blocks(Path(source.path), digest)
     k, carry = int(train_ratio * source.characters), []
 
     def head() -> Iterator[str]:

@@ -18,7 +18,7 @@ from torch import nn
 
 from gptref._check import FieldError, check_int, check_number
 from gptref.distributed import DistContext, all_reduce_sum
-from gptref.loss import Weighting, batch_loss, calc_loss_loader, counted_targets
+from gptref.loss import Weighting, calc_loss_batch, calc_loss_loader, counted_targets
 
 
 class NonFiniteError(FloatingPointError):
@@ -101,7 +101,7 @@ def train_step(
         with _sync(model, last=i == accumulation_steps - 1):
             with autocast:
                 reduction = "mean" if plain else "sum"
-                loss = batch_loss(
+                loss = calc_loss_batch(
                     x, y, model, device, ignore_index=ignore_index, reduction=reduction
                 )
             if not plain:

@@ -14,11 +14,12 @@ here, beside its reader; ``gptref.prepare`` is the writer.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +37,7 @@ from gptref.tokenizer import (
 
 FORMAT, VERSION = "gptref-tokens", 1
 MANIFEST, SPLITS = "manifest.json", ("train", "val")
+BLOCK_BYTES = 1 << 20  # read size of text_blocks
 
 
 class Corpus(Protocol):
@@ -131,24 +133,48 @@ def builtin_corpus(train_ratio: float = 0.9) -> TextCorpus:
     return TextCorpus(name, text, train_ratio)
 
 
-def read_text(path: str | Path) -> str:
-    """-> the file's text, decoded as UTF-8; ValueError naming the file and the problem."""
-    path = Path(path)
+def text_blocks(
+    path: Path, digest: Any = None, on_bytes: Callable[[int], Any] | None = None
+) -> Iterator[str]:
+    """-> the file's text in decoded blocks of ``BLOCK_BYTES``, feeding its bytes to ``digest``
+    (a hashlib object, optional) and their count to ``on_bytes``; ValueError naming the file
+    and the offset of the first byte that is not UTF-8, or why it cannot be read."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            while True:
+                data = f.read(BLOCK_BYTES)
+                pending = decoder.getstate()[0]
+                try:
+                    text = decoder.decode(data, final=not data)
+                except UnicodeDecodeError as e:
+                    bad = (pending + data)[e.start]
+                    raise ValueError(
+                        f"{path}: not UTF-8 text (byte 0x{bad:02x} at offset "
+                        f"{offset - len(pending) + e.start}); convert it, e.g. "
+                        "`iconv -f latin1 -t utf-8`"
+                    ) from None
+                if digest is not None:
+                    digest.update(data)
+                offset += len(data)
+                if on_bytes is not None:
+                    on_bytes(len(data))
+                if text:
+                    yield text
+                if not data:
+                    return
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"{path}: is a directory, not a text file") from None
     except OSError as e:
         raise ValueError(f"{path}: cannot read it ({e.strerror})") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-            "convert it, e.g. `iconv -f latin1 -t utf-8`"
-        ) from None
+
+
+def read_text(path: str | Path) -> str:
+    """-> the file's text, decoded as UTF-8; ValueError naming the file and the problem."""
+    return "".join(text_blocks(Path(path)))
 
 
 def text_corpus(paths: Sequence[str | Path] | None, train_ratio: float = 0.9) -> TextCorpus:

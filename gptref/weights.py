@@ -69,17 +69,6 @@ from gptref.checkpoint import load_checkpoint, load_config, save_checkpoint
 from gptref.model import GPTConfig, GPTModel
 from gptref.rundir import find_checkpoint
 
-__all__ = [
-    "GPT2_HEADS",
-    "HF_PREFIX",
-    "config_from_hf",
-    "export_hf",
-    "gptref_to_hf",
-    "hf_to_gptref",
-    "import_hf",
-    "load_hf_safetensors",
-]
-
 HF_PREFIX = "transformer."  # GPT2LMHeadModel's name for its GPT2Model, on every name but lm_head
 GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}  # emb_dim -> n_heads of the four GPT-2s
 

@@ -114,6 +114,7 @@ def test_batches_smaller_than_accumulation_are_skipped():
     assert rows[1]["peak_bytes_predicted"] == micro, (rows[1], micro)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or not Path("/proc/self/clear_refs").exists(),
     reason="peak RSS needs Linux /proc",

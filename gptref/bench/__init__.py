@@ -16,10 +16,9 @@ from gptref.bench.measure import (
     machine_info,
     measure_config,
     measure_memory,
-    memory_check,
     release_freed_memory,
 )
-from gptref.bench.report import format_comparison, format_memory_table, format_table, write_results
+from gptref.bench.report import format_comparison, format_table, write_results
 from gptref.bench.sweep import DTYPES, run_bench
 
 __all__ = [
@@ -29,12 +28,10 @@ __all__ = [
     "device_peak_flops",
     "flops_per_token",
     "format_comparison",
-    "format_memory_table",
     "format_table",
     "machine_info",
     "measure_config",
     "measure_memory",
-    "memory_check",
     "release_freed_memory",
     "run_bench",
     "standard_variants",

@@ -21,7 +21,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ import torch
 
 from gptref.bench.flops import device_peak_flops
 from gptref.fast import REFERENCE, FastPaths
-from gptref.memory import estimate_training_memory
 from gptref.model import GPTConfig, GPTModel, resolve_config
 from gptref.step import train_step
 
@@ -237,48 +236,17 @@ def measure_memory(
     config: str | GPTConfig | Mapping[str, Any],
     batch_size: int,
     *,
-    context: int | None = None,
     dtype: str = "float32",
-    attn: str | None = None,
     device: str = "cpu",
     accumulation_steps: int = 1,
 ) -> int | None:
     """-> peak bytes of a steady-state ``train_step``, measured in a process of its own as
     ``estimate_training_memory`` predicts them (see ``measure_config``); None when it ran out
     of memory. One warm-up step (AdamW's state), then the measured step."""
-    cfg = resolve_config(config, context_length=context, attn_impl=attn)
+    cfg = resolve_config(config)
     spec = {"batch_size": batch_size, "device": device, "warmup": 1, "steps": 1}
     env = EXACT_RSS_ENV if device == "cpu" else None
     fast = REFERENCE.replace(dtype=dtype, attn=cfg.attn_impl)
     result = run_isolated(cfg, fast, env=env, accumulation_steps=accumulation_steps,
                           peak_flops=False, **spec)  # fmt: skip
     return result.get("peak_bytes")
-
-
-def memory_check(
-    preset: str | GPTConfig | Mapping[str, Any],
-    batch_sizes: Sequence[int],
-    *,
-    context: int | None = None,
-    dtypes: Sequence[str] = ("float32",),
-    attns: Sequence[str] = ("reference",),
-    device: str = "cpu",
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """-> one row per (dtype, attn, batch size): predicted and measured peak bytes and their ratio."""
-    from tqdm.auto import tqdm
-
-    rows = []
-    configs = [(dt, at, b) for dt in dtypes for at in attns for b in batch_sizes]
-    for dtype, attn, b in tqdm(configs, desc="memory check", disable=not progress):
-        cfg = resolve_config(preset, context_length=context, attn_impl=attn)
-        autocast = "bfloat16" if dtype == "bfloat16" else None
-        est = estimate_training_memory(cfg, b, autocast=autocast, device=device)
-        measured = measure_memory(cfg, b, dtype=dtype, device=device)
-        rows.append({
-            "preset": preset if isinstance(preset, str) else "custom", "context": cfg.context_length,
-            "device": device, "dtype": dtype, "attn": attn, "batch_size": b,
-            "predicted_bytes": est.total, "measured_bytes": measured, "peak_phase": est.peak_phase,
-            "ratio": est.total / measured if measured else None,
-        })  # fmt: skip
-    return rows

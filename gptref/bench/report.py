@@ -8,10 +8,50 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gptref._io import atomic_write, atomic_write_text
+from gptref._io import atomic_write_text
 from gptref.bench.measure import machine_info
 from gptref.memory import format_bytes
-from gptref.plot import pyplot
+from gptref.plot import pyplot, save_figure
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A header and rows of cells -> a markdown table."""
+    lines = [head, ["---"] * len(head), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+SWEEP_COLUMNS = [
+    "device",
+    "dtype",
+    "attn",
+    "batch",
+    "accum",
+    "tokens/s",
+    "step median (s)",
+    "step IQR (s)",
+    "peak measured",
+    "peak predicted",
+    "predicted/measured",
+    "RSS, glibc defaults",
+    "MFU",
+    "CPU share",
+    "status",
+]
+COMPARISON_COLUMNS = [
+    "variant",
+    "dtype",
+    "attn",
+    "AdamW",
+    "fused layers",
+    "compile",
+    "vocab pad",
+    "model",
+    "tokens/s",
+    "step median (s)",
+    "speed-up",
+    "MFU",
+    "CPU share",
+]
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -19,62 +59,50 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     estimate's quantity (see ``measure_config``); "RSS, glibc defaults" is what ``top`` shows;
     "CPU share" is the CPU time the timed steps got over wall time x threads: well below its
     usual value (~0.9 on an idle machine), other work slowed the row down."""
-    head = "| device | dtype | attn | batch | accum | tokens/s | step median (s) | step IQR (s) | peak measured | peak predicted | predicted/measured | RSS, glibc defaults | MFU | CPU share | status |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        ok = r["status"] == "ok"
-        measured = r.get("peak_bytes_measured")
-        cells = [
-            r["device"], r["dtype"], r["attn"], str(r["batch_size"]), str(r["accumulation_steps"]),
-            f"{r['tokens_per_s']:,.0f}" if ok else "",
-            f"{r['step_s_median']:.3f}" if ok else "",
-            f"{r['step_s_q1']:.3f}-{r['step_s_q3']:.3f}" if ok else "",
-            format_bytes(measured) if measured else "",
-            format_bytes(r["peak_bytes_predicted"]),
-            f"{r['peak_bytes_predicted'] / measured:.3f}" if measured else "",
-            format_bytes(r["peak_rss_default_malloc"]) if r.get("peak_rss_default_malloc") else "",
-            f"{100 * r['mfu']:.1f} %" if ok and r.get("mfu") else "",
-            f"{r['cpu_share']:.2f}" if ok and r["device"] == "cpu" else "",
-            r["status"] if ok else f"{r['status']}: {r.get('note', '')}",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(SWEEP_COLUMNS, [_sweep_cells(r) for r in rows])
 
 
 def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
     """Rows of ``compare_paths`` -> a markdown table with the speed-up over the first row."""
-    head = "| variant | dtype | attn | AdamW | fused layers | compile | vocab pad | model | tokens/s | step median (s) | speed-up | MFU | CPU share |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        ok = r["status"] == "ok"
-        cells = [
-            r["variant"], r["dtype"], r["attn"], r["optimizer"],
-            "yes" if r.get("fused_layers") else "no", "yes" if r["compile"] else "no",
-            str(r["vocab_pad"]), r["model"],
-            f"{r['tokens_per_s']:,.0f}" if ok else r["status"],
-            f"{r['step_s_median']:.3f}" if ok else "",
-            f"{r['speedup']:.2f}x" if ok and r.get("speedup") else "",
-            f"{100 * r['mfu']:.1f} %" if ok and r.get("mfu") else "",
-            f"{r['cpu_share']:.2f}" if ok and r["device"] == "cpu" else "",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return markdown_table(COMPARISON_COLUMNS, [_comparison_cells(r) for r in rows])
 
 
-def format_memory_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows of ``memory_check`` -> a markdown table (MiB)."""
-    head = "| preset | context | device | dtype | attn | batch | predicted (MiB) | measured (MiB) | predicted/measured | peak phase |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for r in rows:
-        measured = r["measured_bytes"]
-        cells = [
-            r["preset"], str(r["context"]), r["device"], r["dtype"], r["attn"], str(r["batch_size"]),
-            f"{r['predicted_bytes'] / 2**20:,.1f}",
-            f"{measured / 2**20:,.1f}" if measured else "OOM",
-            f"{r['ratio']:.3f}" if r["ratio"] else "", r["peak_phase"],
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _sweep_cells(r: Mapping[str, Any]) -> list[str]:
+    ok, measured = r["status"] == "ok", r.get("peak_bytes_measured")
+    return [
+        r["device"], r["dtype"], r["attn"], str(r["batch_size"]), str(r["accumulation_steps"]),
+        f"{r['tokens_per_s']:,.0f}" if ok else "",
+        f"{r['step_s_median']:.3f}" if ok else "",
+        f"{r['step_s_q1']:.3f}-{r['step_s_q3']:.3f}" if ok else "",
+        format_bytes(measured) if measured else "",
+        format_bytes(r["peak_bytes_predicted"]),
+        f"{r['peak_bytes_predicted'] / measured:.3f}" if measured else "",
+        format_bytes(r["peak_rss_default_malloc"]) if r.get("peak_rss_default_malloc") else "",
+        *_load_cells(r),
+        r["status"] if ok else f"{r['status']}: {r.get('note', '')}",
+    ]  # fmt: skip
+
+
+def _comparison_cells(r: Mapping[str, Any]) -> list[str]:
+    ok = r["status"] == "ok"
+    return [
+        r["variant"], r["dtype"], r["attn"], r["optimizer"],
+        "yes" if r.get("fused_layers") else "no", "yes" if r["compile"] else "no",
+        str(r["vocab_pad"]), r["model"],
+        f"{r['tokens_per_s']:,.0f}" if ok else r["status"],
+        f"{r['step_s_median']:.3f}" if ok else "",
+        f"{r['speedup']:.2f}x" if ok and r.get("speedup") else "",
+        *_load_cells(r),
+    ]  # fmt: skip
+
+
+def _load_cells(r: Mapping[str, Any]) -> list[str]:
+    """MFU and CPU share: how busy the device was, and how much of the CPU the row got."""
+    ok = r["status"] == "ok"
+    return [
+        f"{100 * r['mfu']:.1f} %" if ok and r.get("mfu") else "",
+        f"{r['cpu_share']:.2f}" if ok and r["device"] == "cpu" else "",
+    ]
 
 
 def write_results(
@@ -136,8 +164,4 @@ def plot_bench(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path | No
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)

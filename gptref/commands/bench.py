@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from gptref.commands.common import flag, no_progress_flag, resolve_device
-from gptref.config import Preset
+from gptref._setting import nested, same_as, setting
+from gptref.commands.common import no_progress_flag, resolve_device
+from gptref.config import Preset, RunConfig
 from gptref.fast import FastPaths
 
 NAME = "bench"
@@ -19,23 +20,21 @@ DESCRIPTION = (
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    preset: Preset = flag("small", "model size")
-    context: int | None = flag(None, "context length (default: the preset's)", metavar="N")
-    batch_sizes: str = flag("1,2,4,8", "batch sizes, comma-separated", metavar="LIST")
-    device: str = flag("cpu", "cpu, cuda or all (cpu, and cuda when available)",
+    preset: Preset = same_as(RunConfig, "preset")
+    context: int | None = same_as(RunConfig, "context")
+    batch_sizes: str = setting("1,2,4,8", "batch sizes, comma-separated", metavar="LIST")
+    device: str = setting("cpu", "cpu, cuda or all (cpu, and cuda when available)",
                        choices=("cpu", "cuda", "all"))  # fmt: skip
-    dtype: str = flag("float32", "float32,bfloat16 (comma-separated)", metavar="LIST")
-    attn: str = flag("reference", "reference,sdpa (comma-separated)", metavar="LIST")
-    steps: int = flag(3, "timed steps per configuration", metavar="N")
+    dtype: str = setting("float32", "float32,bfloat16 (comma-separated)", metavar="LIST")
+    attn: str = setting("reference", "reference,sdpa (comma-separated)", metavar="LIST")
+    steps: int = setting(3, "timed steps per configuration", metavar="N")
     # the other fast paths, as `gptref train` declares them (dtype and attn are lists here)
-    fast: FastPaths = dataclasses.field(
-        default_factory=FastPaths, metadata={"nested": True, "exclude": ("attn", "dtype")}
-    )
-    compare: bool = flag(
+    fast: FastPaths = nested(FastPaths, exclude=("attn", "dtype"))
+    compare: bool = setting(
         False, "instead of a sweep: the fp32 reference and the fast paths side by side at the "
         "first batch size and device, with speed-ups (writes compare.md/json)",
     )  # fmt: skip
-    out: str = flag("bench", "where bench.md/json/png go", metavar="DIR")
+    out: str = setting("bench", "where bench.md/json/png go", metavar="DIR")
     no_progress: bool = no_progress_flag()
 
 

@@ -5,8 +5,9 @@ name flags.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
+
+from gptref._setting import required, setting
 
 if TYPE_CHECKING:
     import torch
@@ -16,22 +17,8 @@ if TYPE_CHECKING:
 Device = Literal["auto", "cpu", "cuda"]
 
 
-def flag(default: Any, help: str, **argparse_hints: Any) -> Any:
-    """A command-line flag: a dataclass field with its help text and argparse hints
-    (``metavar``, ``flag`` for another spelling, ``nargs``, ``required``, ``positional``,
-    ``group`` for mutually exclusive flags)."""
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("flag: use a tuple or None as a default, not a mutable value")
-    return dataclasses.field(default=default, metadata={"help": help, **argparse_hints})
-
-
-def required(help: str, **argparse_hints: Any) -> Any:
-    """A flag that must be given."""
-    return dataclasses.field(default=None, metadata={"help": help, "required": True, **argparse_hints})  # fmt: skip
-
-
 def device_flag() -> Any:
-    return flag("auto", "where to run: auto (cuda when available), cpu or cuda")
+    return setting("auto", "where to run: auto (cuda when available), cpu or cuda")
 
 
 def checkpoint_flag() -> Any:
@@ -39,7 +26,7 @@ def checkpoint_flag() -> Any:
 
 
 def no_progress_flag() -> Any:
-    return flag(False, "no progress bar")
+    return setting(False, "no progress bar")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from gptref.commands.common import flag
+from gptref._setting import setting
 
 NAME = "conformance"
 HELP = "run gptref's conformance suite against another implementation"
@@ -18,12 +18,12 @@ DESCRIPTION = (
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    impl: str = flag(
+    impl: str = setting(
         None, "package.module importable from here, or path/to/adapter.py", positional=True,
         metavar="MODULE",
     )  # fmt: skip
-    allow_missing: bool = flag(False, "skip, not fail, the tests of functions MODULE lacks")
-    pytest_args: tuple[str, ...] = flag(
+    allow_missing: bool = setting(False, "skip, not fail, the tests of functions MODULE lacks")
+    pytest_args: tuple[str, ...] = setting(
         (), "passed on to pytest, e.g. -x -k chunk", positional=True, nargs=argparse.REMAINDER,
         metavar="PYTEST_ARGS",
     )  # fmt: skip

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gptref.commands.common import Device, checkpoint_flag, device_flag, flag
+from gptref._setting import setting
+from gptref.commands.common import Device, checkpoint_flag, device_flag
 
 NAME = "eval"
 HELP = "loss and perplexity of a checkpoint"
@@ -21,9 +22,9 @@ DESCRIPTION = (
 @dataclasses.dataclass(frozen=True)
 class Args:
     checkpoint: str = checkpoint_flag()
-    text: tuple[str, ...] | None = flag(None, "evaluate on these files instead", metavar="FILE")
+    text: tuple[str, ...] | None = setting(None, "evaluate on these files instead", metavar="FILE")
     device: Device = device_flag()
-    json: bool = flag(False, "print JSON")
+    json: bool = setting(False, "print JSON")
 
 
 def main(args: Args) -> int:

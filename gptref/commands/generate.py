@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from gptref.commands.common import Device, checkpoint_flag, device_flag, flag, required
+from gptref._setting import required, setting
+from gptref.commands.common import Device, checkpoint_flag, device_flag
 
 NAME = "generate"
 HELP = "continue a prompt with a checkpoint's model"
@@ -19,10 +20,12 @@ DESCRIPTION = (
 class Args:
     checkpoint: str = checkpoint_flag()
     prompt: str = required("the text to continue")
-    max_new_tokens: int = flag(50, "tokens to add at most", metavar="N")
-    temperature: float = flag(0.0, "0: greedy; > 0: sample from softmax(logits / X)", metavar="X")
-    top_k: int | None = flag(None, "sample only among the N most likely tokens", metavar="N")
-    seed: int = flag(123, "seed of the sampling generator", metavar="N")
+    max_new_tokens: int = setting(50, "tokens to add at most", metavar="N")
+    temperature: float = setting(
+        0.0, "0: greedy; > 0: sample from softmax(logits / X)", metavar="X"
+    )
+    top_k: int | None = setting(None, "sample only among the N most likely tokens", metavar="N")
+    seed: int = setting(123, "seed of the sampling generator", metavar="N")
     device: Device = device_flag()
 
 

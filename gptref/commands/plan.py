@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from gptref.commands.common import flag, required
-from gptref.config import Preset
+from gptref._setting import required, same_as, setting
+from gptref.config import Preset, RunConfig
 from gptref.fast import Dtype
 
 NAME = "plan"
@@ -20,11 +20,11 @@ DESCRIPTION = (
 @dataclasses.dataclass(frozen=True)
 class Args:
     memory: str = required("the memory budget, e.g. 24GiB, 80GB, 512MiB", metavar="SIZE")
-    target_batch: int = flag(1024, "sequences per optimizer update to reach", metavar="N")
-    preset: Preset = flag("124M", "model size")
-    context: int | None = flag(None, "context length (default: the preset's)", metavar="N")
-    dtype: Dtype = flag("float32", "float32, or bfloat16 autocast (as gptref train --dtype)")
-    device: str = flag(
+    target_batch: int = setting(1024, "sequences per optimizer update to reach", metavar="N")
+    preset: Preset = same_as(RunConfig, "preset", default="124M")
+    context: int | None = same_as(RunConfig, "context")
+    dtype: Dtype = setting("float32", "float32, or bfloat16 autocast (as gptref train --dtype)")
+    device: str = setting(
         "cpu", "whose memory: cpu (RSS) or cuda (allocator)", choices=("cpu", "cuda")
     )
 

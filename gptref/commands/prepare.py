@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from gptref.commands.common import flag, no_progress_flag, required
+from gptref._setting import required, same_as, setting
+from gptref.commands.common import no_progress_flag
 from gptref.config import RunConfig
 
 NAME = "prepare"
@@ -22,11 +23,10 @@ DESCRIPTION = (
 class Args:
     text: tuple[str, ...] = required("UTF-8 text files, one document each", metavar="FILE")
     out: str = required("where train.bin, val.bin and manifest.json go", metavar="DIR")
-    train_ratio: float = flag(
-        RunConfig.__dataclass_fields__["train_ratio"].default,
-        "share of each document's characters for training", metavar="X",
-    )  # fmt: skip
-    threads: int | None = flag(None, "tokenizer threads (default: every CPU)", metavar="N")
+    train_ratio: float = same_as(
+        RunConfig, "train_ratio", help="share of each document's characters for training"
+    )
+    threads: int | None = setting(None, "tokenizer threads (default: every CPU)", metavar="N")
     no_progress: bool = no_progress_flag()
 
 

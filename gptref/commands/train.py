@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gptref.commands.common import Device, device_flag, flag, no_progress_flag, resolve_device
+from gptref._setting import nested, setting
+from gptref.commands.common import Device, device_flag, no_progress_flag, resolve_device
 from gptref.config import RunConfig, book
 from gptref.fast import FAST
 
@@ -30,28 +31,28 @@ DESCRIPTION = (
 
 @dataclasses.dataclass(frozen=True)
 class Args:
-    text: tuple[str, ...] | None = flag(
+    text: tuple[str, ...] | None = setting(
         None, "UTF-8 text files (several are joined by <|endoftext|>)", metavar="FILE"
     )
-    data: str | None = flag(
+    data: str | None = setting(
         None, "train on a corpus `gptref prepare` wrote to DIR, memory-mapped (instead of --text)",
         metavar="DIR",
     )  # fmt: skip
-    book: bool = flag(
+    book: bool = setting(
         False, "the book's chapter-5 settings: GPT-124M, context 256, batch 2, AdamW 4e-4/0.1, "
         "10 epochs, eval 5/5, seed 123, book-mode loaders",
     )  # fmt: skip
-    run: RunConfig = dataclasses.field(default_factory=RunConfig, metadata={"nested": True})
-    use_fast: bool = flag(
+    run: RunConfig = nested(RunConfig)
+    use_fast: bool = setting(
         False, "the tested fast paths: --attn sdpa --dtype bfloat16 --optimizer fused "
         "--fused-layers (explicit flags win)", flag="--fast",
     )  # fmt: skip
     device: Device = device_flag()
-    out: str | None = flag(None, "run directory (default runs/<timestamp>)", metavar="DIR")
-    resume: str | None = flag(
+    out: str | None = setting(None, "run directory (default runs/<timestamp>)", metavar="DIR")
+    resume: str | None = setting(
         None, "continue the run in DIR exactly (its saved settings win)", metavar="DIR"
     )
-    prompt: str = flag("Every effort moves you", "start context for samples")
+    prompt: str = setting("Every effort moves you", "start context for samples")
     no_progress: bool = no_progress_flag()
     given: frozenset[str] = frozenset()  # the RunConfig settings given as flags (not a flag)
 

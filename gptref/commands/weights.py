@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from gptref.commands.common import checkpoint_flag, required
+from gptref._setting import required, setting
+from gptref.commands.common import checkpoint_flag
 
 NAME = "weights"
 HELP = "import/export Hugging Face GPT-2 weights"
@@ -17,6 +18,10 @@ DESCRIPTION = (
 class ImportArgs:
     safetensors: str = required("a Hugging Face GPT-2 model.safetensors", metavar="PATH")
     out: str = required("the gptref checkpoint directory to write", metavar="DIR")
+    n_heads: int | None = setting(
+        None, "attention heads (default: GPT-2's for the file's width: 768 -> 12, 1024 -> 16, "
+        "1280 -> 20, 1600 -> 25); the file does not record them", metavar="N",
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +33,7 @@ class ExportArgs:
 def import_hf(args: ImportArgs) -> int:
     from gptref.weights import import_hf
 
-    print(f"wrote gptref checkpoint {import_hf(args.safetensors, args.out)}")
+    print(f"wrote gptref checkpoint {import_hf(args.safetensors, args.out, n_heads=args.n_heads)}")
     return 0
 
 
