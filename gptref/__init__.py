@@ -17,8 +17,9 @@ The modules, one concept each, in the order the data flows::
     state.py        TrainState, History: position and record of a run, saved and resumed exactly
     rng.py          capture, restore and isolate the global RNGs
     checkpoint.py   the on-disk checkpoint format and its verification
+    pth.py          the book's model.pth files
     generation.py   generate (greedy, temperature, top-k, eos), the loop's per-epoch sample
-    weights.py      import/export of Hugging Face GPT-2 weights
+    weights.py      import/export of Hugging Face GPT-2 weights; hf_layout.py: both layouts checked
     distributed.py  torchrun / DDP: the process group, its collectives
     memory.py       the analytic training-memory model
     planner.py      the batch planner (gptref plan)
@@ -61,6 +62,7 @@ _EXPORTS = {
         ["batch_order", "batches", "chunk", "collate", "num_chunks", "split", "tokenize"],
         "gptref.data",
     ),
+    **dict.fromkeys(["load_state_dict", "save_state_dict"], "gptref.pth"),
     **dict.fromkeys(["BatchOrderSampler", "GPTDataset", "create_dataloader"], "gptref.loader"),
     **dict.fromkeys(["PreparedCorpus", "TextCorpus", "TokenFile"], "gptref.tokens"),
     **dict.fromkeys(

@@ -21,9 +21,7 @@ it; ``load_checkpoint`` names them. Loading verifies every file against the mani
 a missing, truncated or altered file is a ValueError, never a silently wrong model.
 One writer per path at a time.
 
-``save_state_dict`` / ``load_state_dict`` read and write the book's ``.pth`` files
-(``torch.save(model.state_dict(), "model.pth")`` and chapter 5's ``{"model_state_dict",
-"optimizer_state_dict"}`` dict) in both directions.
+The book's ``.pth`` files are ``gptref.pth``'s.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from gptref._check import check_int, few, one_line
-from gptref._io import atomic_write, fsync_dir, fsync_file, temp_path
+from gptref._io import fsync_dir, fsync_file, temp_path
 from gptref.rng import capture_rng
 
 FORMAT = "gptref.checkpoint"
@@ -147,7 +145,7 @@ def load_checkpoint(
         raise ValueError(f"load_checkpoint: {path} is unreadable: {one_line(e, kind=True)}") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"load_checkpoint: {path / STATE} is not gptref training state")
-    _check_fits(f"load_checkpoint: {path / WEIGHTS}", model, tensors)
+    check_fits(f"load_checkpoint: {path / WEIGHTS}", model, tensors)
     if optimizer is not None:
         if state["optimizer"] is None:
             raise ValueError(
@@ -188,56 +186,6 @@ def _model_config(saved: Any) -> Any:
     if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
         return saved["model"]
     return saved
-
-
-def save_state_dict(
-    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> Path:
-    """Write the book's ``.pth`` atomically -> Path: ``model.state_dict()``, or with an
-    optimizer chapter 5's ``{"model_state_dict": ..., "optimizer_state_dict": ...}``.
-
-    The book loads it with ``model.load_state_dict(torch.load(path, weights_only=True))``
-    (resp. ``checkpoint["model_state_dict"]``)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"save_state_dict: {path} is a directory; give a file name like model.pth")
-    obj: Any = model.state_dict()
-    if optimizer is not None:
-        obj = {"model_state_dict": obj, "optimizer_state_dict": optimizer.state_dict()}
-    return atomic_write(path, lambda file: torch.save(obj, file))
-
-
-def load_state_dict(
-    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> None:
-    """Load a book-format ``.pth`` (a state dict, or chapter 5's ``{"model_state_dict",
-    "optimizer_state_dict"}``) into ``model`` (and ``optimizer``), with ``weights_only=True``."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"load_state_dict: {path} is a directory; for a gptref checkpoint use load_checkpoint"
-        )
-    if not path.is_file():
-        raise ValueError(f"load_state_dict: no file at {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"load_state_dict: {path} is not a weights-only torch file: {one_line(e, kind=True)}"
-        ) from e
-    optim_state = None
-    if isinstance(obj, Mapping) and "model_state_dict" in obj:
-        obj, optim_state = obj["model_state_dict"], obj.get("optimizer_state_dict")
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"load_state_dict: {path} holds a {type(obj).__name__}, not a state dict")
-    if optimizer is not None and optim_state is None:
-        raise ValueError(
-            f"load_state_dict: {path} has no optimizer_state_dict; load without an optimizer"
-        )
-    _check_fits(f"load_state_dict: {path}", model, obj)
-    if optimizer is not None:
-        optimizer.load_state_dict(optim_state)
-    model.load_state_dict(obj)
 
 
 # ---------------------------------------------------------------- weights
@@ -286,7 +234,7 @@ def _read_weights(file: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> None:
+def check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> None:
     """Same keys and shapes as model.state_dict(), checked before anything is copied."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))

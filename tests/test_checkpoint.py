@@ -17,14 +17,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from gptref import checkpoint
-from gptref.checkpoint import (
-    load_checkpoint,
-    load_config,
-    load_state_dict,
-    save_checkpoint,
-    save_state_dict,
-)
+from gptref.checkpoint import load_checkpoint, load_config, save_checkpoint
 from gptref.model import GPTConfig, GPTModel
+from gptref.pth import load_state_dict, save_state_dict
 from gptref.rng import capture_rng, restore_rng
 from tests.strategies import seeds
 

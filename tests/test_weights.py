@@ -14,10 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from gptref.checkpoint import load_checkpoint, load_config, save_checkpoint
+from gptref.hf_layout import GPT2_HEADS, HF_PREFIX
 from gptref.model import GPTConfig, GPTModel
 from gptref.weights import (
-    GPT2_HEADS,
-    HF_PREFIX,
     config_from_hf,
     export_hf,
     gptref_to_hf,
