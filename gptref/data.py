@@ -146,13 +146,32 @@ def batch_order(
     ``m // batch_size`` with ``drop_last``, else ``ceil(m / batch_size)``, where
     ``m = n_samples // world_size``.
     """
-    check_positive("batch_order", batch_size=batch_size, world_size=world_size)
-    if n_samples < 0:
-        raise ValueError(f"batch_order: n_samples must be >= 0, got {n_samples}")
+    check_batch_order("batch_order", n_samples, batch_size, seed, rank, world_size)
+    check_seed("batch_order", "epoch", epoch)
+    return epoch_order(n_samples, batch_size, shuffle, drop_last, seed, epoch, rank, world_size)
+
+
+def check_batch_order(
+    where: str, n_samples: int, batch_size: int, seed: int, rank: int, world_size: int
+) -> None:
+    """The checks of ``batch_order``'s arguments, for a caller that makes many epochs' orders."""
+    check_positive(where, batch_size=batch_size, world_size=world_size)
+    check_int(where, "n_samples", n_samples, low=0)
     if not 0 <= rank < world_size:
-        raise ValueError(f"batch_order: rank must be in [0, world_size={world_size}), got {rank}")
+        raise ValueError(f"{where}: rank must be in [0, world_size={world_size}), got {rank}")
+    check_seed(where, "seed", seed)
+
+
+def epoch_order(
+    n_samples: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int, epoch: int,
+    rank: int, world_size: int,
+) -> list[torch.Tensor]:  # fmt: skip
+    """``batch_order`` of arguments already checked (``check_batch_order``)."""
     if shuffle:
-        order = torch.randperm(n_samples, generator=_generator("batch_order", seed, epoch))
+        # torch's CPU generator (mt19937) keeps only 32 bits of its seed, so seed and epoch
+        # are mixed into 32 bits: an odd multiplier makes the map one-to-one in each of them
+        generator = torch.Generator().manual_seed((seed * GOLDEN + epoch) % SEED_LIMIT)
+        order = torch.randperm(n_samples, generator=generator)
     else:
         order = torch.arange(n_samples)
     per_rank = n_samples // world_size
@@ -227,14 +246,6 @@ def check_seed(where: str, name: str, value: int) -> int:
     if not 0 <= value < SEED_LIMIT:
         raise FieldError(where, name, f"must be in [0, 2**32), got {value}")
     return value
-
-
-def _generator(where: str, seed: int, epoch: int) -> torch.Generator:
-    check_seed(where, "seed", seed)
-    check_seed(where, "epoch", epoch)
-    # torch's CPU generator (mt19937) keeps only 32 bits of its seed, so seed and epoch
-    # are mixed into 32 bits: an odd multiplier makes the map one-to-one in each of them
-    return torch.Generator().manual_seed((seed * GOLDEN + epoch) % SEED_LIMIT)
 
 
 def check_positive(where: str, **values: int) -> None:

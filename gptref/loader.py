@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from gptref._check import check_int
 from gptref.data import (
     as_token_tensor,
-    batch_order,
+    check_batch_order,
     check_positive,
     check_seed,
+    epoch_order,
     num_batches,
     tokenize,
     windows,
@@ -89,24 +90,25 @@ class BatchOrderSampler(Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        self.kwargs = dict(
-            shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank, world_size=world_size
-        )
+        check_batch_order("BatchOrderSampler", n_samples, batch_size, seed, rank, world_size)
         self.n_samples, self.batch_size, self.epoch = n_samples, batch_size, 0
-        batch_order(0, batch_size, **self.kwargs)  # validate the arguments now
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch = check_seed("BatchOrderSampler.set_epoch", "epoch", epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = batch_order(self.n_samples, self.batch_size, epoch=self.epoch, **self.kwargs)
+        order = epoch_order(
+            self.n_samples, self.batch_size, self.shuffle, self.drop_last, self.seed,
+            self.epoch, self.rank, self.world_size,
+        )  # fmt: skip
         for idx in order:
             yield idx.tolist()
 
     def __len__(self) -> int:
-        kw = self.kwargs
         return num_batches(
-            self.n_samples, self.batch_size, drop_last=kw["drop_last"], world_size=kw["world_size"]
+            self.n_samples, self.batch_size, drop_last=self.drop_last, world_size=self.world_size
         )
 
 
@@ -135,7 +137,7 @@ def create_dataloader(
     to move to epoch ``e``. ``pin_memory=True`` (for CUDA training) hands out page-locked
     batches, which ``calc_loss_batch`` copies with ``non_blocking=True``.
     """
-    check_positive("create_dataloader", batch_size=batch_size, max_length=max_length, stride=stride)
+    # each argument is checked once: here, or by GPTDataset / BatchOrderSampler
     check_int("create_dataloader", "num_workers", num_workers, low=0)
     dataset = GPTDataset(txt, tokenizer, max_length, stride)
     n_tokens = dataset.token_ids.numel()
@@ -144,16 +146,17 @@ def create_dataloader(
             f"create_dataloader: the text has {n_tokens} tokens but max_length={max_length} "
             f"needs at least {max_length + 1}; use a smaller max_length or more text"
         )
-    if world_size == 1 and seed is None and (len(dataset) < batch_size and drop_last):
-        raise ValueError(
-            f"create_dataloader: {len(dataset)} windows ({n_tokens} tokens) make no full batch "
-            f"of batch_size={batch_size} with drop_last=True; use a smaller batch_size or "
-            "drop_last=False"
-        )
     if seed is None:
+        check_positive("create_dataloader", batch_size=batch_size)
         if world_size != 1:
             raise ValueError(
                 f"create_dataloader: world_size={world_size} needs a seed (book mode is one process)"
+            )
+        if len(dataset) < batch_size and drop_last:
+            raise ValueError(
+                f"create_dataloader: {len(dataset)} windows ({n_tokens} tokens) make no full "
+                f"batch of batch_size={batch_size} with drop_last=True; use a smaller "
+                "batch_size or drop_last=False"
             )
         return DataLoader(
             dataset,
@@ -163,7 +166,6 @@ def create_dataloader(
             num_workers=num_workers,
             pin_memory=pin_memory,
         )
-    check_seed("create_dataloader", "seed", seed)
     sampler = BatchOrderSampler(
         len(dataset),
         batch_size,
