@@ -1,6 +1,8 @@
-"""Checkpoints: a directory of safetensors weights + training state, written atomically.
+"""Checkpoints: safetensors weights + training state, verified on every load.
 
-Layout of a checkpoint directory::
+A checkpoint directory holds snapshots and a pointer to the current one, replaced so that
+at every instant a complete checkpoint is where the loader looks (``gptref.snapshots``).
+The files of one snapshot::
 
     model.safetensors   the model's state dict (parameters and persistent buffers, e.g. the
                         attention ``mask``); aliased entries are stored once (see below)
@@ -11,15 +13,10 @@ Layout of a checkpoint directory::
                         run's other settings live in its run directory (``gptref.rundir``)
     manifest.json       written last: format, version and each file's size and SHA-256
 
-Atomicity: everything is written into ``<name>.tmp-<pid>-<random>`` beside the target
-and fsynced, the manifest last; then an existing checkpoint is renamed to
-``<name>.old-<pid>-<random>``, the new one renamed to ``<name>`` and the old one deleted.
-A save interrupted before the renames leaves the previous checkpoint untouched (and at
-most a ``.tmp-`` directory, which fails to load until its manifest is written). A crash in
-the instant between the two renames leaves no ``<name>`` but both complete copies beside
-it; ``load_checkpoint`` names them. Loading verifies every file against the manifest, so
-a missing, truncated or altered file is a ValueError, never a silently wrong model.
-One writer per path at a time.
+Each file is fsynced, the manifest written last and the directory fsynced before the
+snapshot is renamed into place and the pointer moved to it. Loading verifies every file
+against the manifest (sizes, SHA-256, no symlinks), so a missing, truncated or altered
+file is a one-line ValueError naming it, never a silently wrong model.
 
 The book's ``.pth`` files are ``gptref.pth``'s.
 """
@@ -30,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -41,8 +37,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from gptref import snapshots
 from gptref._check import check_int, few, one_line
-from gptref._io import fsync_dir, fsync_file, temp_path
+from gptref._io import fsync_file
 from gptref.rng import capture_rng
 
 FORMAT = "gptref.checkpoint"
@@ -64,8 +61,10 @@ def save_checkpoint(
     history: Any,
     batch_in_epoch: int = 0,
     extra: Mapping[str, Any] | None = None,
+    keep: int = 2,
 ) -> Path:
-    """Write a checkpoint directory at ``path`` atomically (replacing an older one) -> Path.
+    """Save a new snapshot into the checkpoint directory ``path`` and make it the current one
+    (the last ``keep`` are kept) -> ``path``.
 
     ``step``: optimizer updates done so far (the next update's ``global_step``);
     ``epoch``: the epoch in progress (0-based); ``batch_in_epoch``: batches of that
@@ -97,11 +96,10 @@ def save_checkpoint(
         "rng": capture_rng(),
         "extra": extra,
     }
+    check_int("save_checkpoint", "keep", keep, low=1)
     _check_replaceable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    tmp.mkdir()
-    try:
+
+    def write(tmp: Path) -> None:
         metadata = {_ALIASES_KEY: json.dumps(aliases, sort_keys=True)}
         _write_file(tmp / WEIGHTS, lambda file: save_file(tensors, str(file), metadata=metadata))
         _write_file(tmp / STATE, lambda file: torch.save(state, file))
@@ -115,12 +113,22 @@ def save_checkpoint(
         # the manifest is the commit record: a directory without it is never loadable
         manifest_json = json.dumps(manifest, indent=2)
         _write_file(tmp / MANIFEST, lambda file: file.write_text(manifest_json, encoding="utf-8"))
-        fsync_dir(tmp)
-        _move_into_place(tmp, path)
-    except BaseException:
-        _remove_tree(tmp)
-        raise
+
+    snapshots.commit(path, step, write, keep)
     return path
+
+
+def snapshot(path: str | os.PathLike) -> Path:
+    """The directory holding the current snapshot's files in the checkpoint directory ``path``
+    (``path`` itself for a checkpoint of gptref 0.1); ValueError when there is none."""
+    path = Path(path)
+    found = snapshots.current(path, is_complete)
+    if found is None:
+        left = snapshots.leftovers(path)
+        hint = f"; an interrupted save left {left}" if left else ""
+        where = "no checkpoint directory at" if not path.is_dir() else "no complete checkpoint in"
+        raise ValueError(f"load_checkpoint: {where} {path}{hint}")
+    return found
 
 
 def load_checkpoint(
@@ -135,7 +143,7 @@ def load_checkpoint(
     ValueError naming the path. RNG states are *not* restored here: call
     ``restore_rng(state)`` right before training resumes.
     """
-    path = Path(path)
+    path = snapshot(path)
     _verify(path)
     tensors = _read_weights(path / WEIGHTS)
     try:
@@ -143,8 +151,7 @@ def load_checkpoint(
         config = _model_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
     except Exception as e:  # the digests matched, so the writer itself was broken
         raise ValueError(f"load_checkpoint: {path} is unreadable: {one_line(e, kind=True)}") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"load_checkpoint: {path / STATE} is not gptref training state")
+    _check_state(path / STATE, state)
     check_fits(f"load_checkpoint: {path / WEIGHTS}", model, tensors)
     if optimizer is not None:
         if state["optimizer"] is None:
@@ -175,9 +182,12 @@ def load_checkpoint(
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """-> the config dict of the checkpoint at ``path`` (verified), to build the model with
     before ``load_checkpoint``: ``GPTModel(GPTConfig.from_dict(load_config(path)))``."""
-    path = Path(path)
+    path = snapshot(path)
     _verify(path)
-    return _model_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
+    try:
+        return _model_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
+    except ValueError as e:
+        raise ValueError(f"load_config: {path / CONFIG} is not JSON: {one_line(e)}") from None
 
 
 def _model_config(saved: Any) -> Any:
@@ -229,6 +239,10 @@ def _read_weights(file: Path) -> dict[str, torch.Tensor]:
         aliases = json.loads(metadata.get(_ALIASES_KEY, "{}"))
     except Exception as e:
         raise ValueError(f"load_checkpoint: {file} is unreadable: {one_line(e, kind=True)}") from e
+    if not isinstance(aliases, dict) or not all(
+        isinstance(stored, str) and stored in tensors for stored in aliases.values()
+    ):
+        raise ValueError(f"load_checkpoint: {file} is damaged: its aliases name missing tensors")
     for alias, stored in aliases.items():
         tensors[alias] = tensors[stored]
     return tensors
@@ -271,34 +285,56 @@ def _digest(file: Path) -> dict[str, Any]:
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
-def _verify(path: Path) -> None:
-    """Raise a one-line ValueError unless ``path`` is a complete, intact checkpoint."""
-    where = "load_checkpoint"
-    if not path.is_dir():
-        leftovers = sorted(p.name for p in path.parent.glob(f"{path.name}.*-*") if p.is_dir())
-        hint = f"; an interrupted save left {leftovers} beside it" if leftovers else ""
-        raise ValueError(f"{where}: no checkpoint directory at {path}{hint}")
-    manifest_file = path / MANIFEST
-    if not manifest_file.is_file():
-        raise ValueError(
-            f"{where}: {path} is not a complete checkpoint: {MANIFEST} is missing "
-            "(an interrupted save, or not a gptref checkpoint)"
-        )
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` holds a finished snapshot (a manifest and files of its sizes): the
+    cheap test ``gptref.snapshots`` uses to pick one; ``_verify`` then checks the digests."""
     try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        files = manifest["files"]
-        fmt, version = manifest["format"], manifest["version"]
-    except Exception as e:
-        raise ValueError(f"{where}: {manifest_file} is corrupted: {one_line(e, kind=True)}") from e
+        files = _manifest(path)["files"]
+        return all((path / n).stat().st_size == files[n]["bytes"] for n in _FILES)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    """``path``'s manifest, its structure checked -> it; ValueError naming what is wrong."""
+    where, file = "load_checkpoint", path / MANIFEST
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{where}: {file} is corrupted: {one_line(e, kind=True)}") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ValueError(f"{where}: {file} is corrupted: not a manifest (no 'files' table)")
+    fmt, version = manifest.get("format"), manifest.get("version")
     if fmt != FORMAT or version != VERSION:
         raise ValueError(
             f"{where}: {path} is format {fmt!r} version {version!r}; this gptref reads "
             f"{FORMAT!r} version {VERSION}"
         )
     for name in _FILES:
-        file = path / name
-        if name not in files:
+        entry = manifest["files"].get(name)
+        if entry is None:
             raise ValueError(f"{where}: {MANIFEST} in {path} does not list {name}")
+        if not (isinstance(entry, dict) and type(entry.get("bytes")) is int
+                and isinstance(entry.get("sha256"), str)):  # fmt: skip
+            raise ValueError(f"{where}: {file} is corrupted: the entry of {name} is {entry!r}")
+    return manifest
+
+
+def _verify(path: Path) -> None:
+    """Raise a one-line ValueError unless ``path`` is a complete, intact snapshot."""
+    where = "load_checkpoint"
+    if not (path / MANIFEST).is_file():
+        raise ValueError(
+            f"{where}: {path} is not a complete checkpoint: {MANIFEST} is missing "
+            "(an interrupted save, or not a gptref checkpoint)"
+        )
+    files = _manifest(path)["files"]
+    for name in _FILES:
+        file = path / name
+        if file.is_symlink():
+            raise ValueError(
+                f"{where}: {file} is a symbolic link; a checkpoint holds its own files"
+            )
         if not file.is_file():
             raise ValueError(f"{where}: {path} is not a complete checkpoint: {name} is missing")
         expected, got = files[name], _digest(file)
@@ -310,38 +346,35 @@ def _verify(path: Path) -> None:
                 )
 
 
+_STATE_KEYS = {"step": int, "epoch": int, "batch_in_epoch": int, "history": dict,
+               "rng": dict, "extra": dict}  # fmt: skip
+
+
+def _check_state(file: Path, state: Any) -> None:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"load_checkpoint: {file} is not gptref training state")
+    for key, kind in _STATE_KEYS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise ValueError(
+                f"load_checkpoint: {file} is damaged: {key!r} is {type(state.get(key)).__name__}, "
+                f"expected {kind.__name__}"
+            )
+    if not (state.get("optimizer") is None or isinstance(state["optimizer"], dict)):
+        raise ValueError(f"load_checkpoint: {file} is damaged: 'optimizer' is not a dict")
+
+
 def _check_replaceable(path: Path) -> None:
-    """Only an earlier checkpoint (or an empty directory) may be replaced: never user data."""
-    if not path.exists() and not path.is_symlink():
+    """Only a checkpoint directory (or an empty one) is saved into: never user data."""
+    if not path.exists():
         return
-    if path.is_dir() and not path.is_symlink():
-        if not any(path.iterdir()):
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if not names or names & {snapshots.LATEST, MANIFEST} or snapshots.snapshots(path):
             return
-        try:
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-            if manifest.get("format") == FORMAT:
-                return
-        except (OSError, ValueError, AttributeError):
-            pass
     raise ValueError(
         f"save_checkpoint: {path} exists and is not a gptref checkpoint; refusing to replace "
         "it (choose another path or remove it)"
     )
-
-
-def _move_into_place(tmp: Path, path: Path) -> None:
-    old = None
-    if path.exists():
-        old = temp_path(path, "old")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    if old is not None:
-        _remove_tree(old)
-
-
-def _remove_tree(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- values

@@ -11,6 +11,7 @@ read it::
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from gptref._io import atomic_write_json, atomic_write_text
-from gptref.checkpoint import MANIFEST, load_checkpoint, load_config
+from gptref.checkpoint import MANIFEST, is_complete, load_checkpoint, load_config, snapshot
 from gptref.config import RunConfig
 from gptref.model import GPTConfig, GPTModel
 from gptref.state import History
@@ -63,8 +64,9 @@ def find_checkpoint(path: str | Path) -> Path:
     if not path.exists():
         raise ValueError(f"no checkpoint directory at {path}: no such directory")
     for candidate in (path / CHECKPOINT, path):
-        if (candidate / MANIFEST).is_file():
-            return candidate
+        with contextlib.suppress(ValueError):
+            if is_complete(snapshot(candidate)):
+                return candidate
     raise ValueError(
         f"{path}: no complete checkpoint there (no {MANIFEST}); it is missing, partial (an "
         "interrupted save) or not a gptref checkpoint"

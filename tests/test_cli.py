@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gptref import __version__
+from gptref.checkpoint import snapshot
 from gptref.cli import main
 
 # English-like text with enough distinct tokens; a few KB keeps a tiny run fast
@@ -83,7 +84,7 @@ def test_train_writes_metrics_plot_config_and_a_checkpoint(trained_run):
     assert (trained_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["context_length"] == 16 and config["run"]["max_steps"] == 6
-    assert (trained_run / "checkpoint" / "manifest.json").is_file()
+    assert (snapshot(trained_run / "checkpoint") / "manifest.json").is_file()
 
 
 def test_eval_and_generate_work_on_the_trained_checkpoint(trained_run, capsys):
@@ -130,7 +131,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "stopped early (Ctrl-C)" in stdout
-    assert (out / "checkpoint" / "manifest.json").is_file()
+    assert (snapshot(out / "checkpoint") / "manifest.json").is_file()
 
 
 # ---------------------------------------------------------------- errors
@@ -207,7 +208,7 @@ def test_partial_checkpoint_is_refused(capsys, trained_run, tmp_path):
     """A checkpoint without its manifest (an interrupted save) is not loaded."""
     partial = tmp_path / "partial"
     shutil.copytree(trained_run / "checkpoint", partial)
-    (partial / "manifest.json").unlink()
+    (snapshot(partial) / "manifest.json").unlink()
     line = run_error(capsys, ["generate", "--checkpoint", str(partial), "--prompt", "x"])
     assert "no complete checkpoint" in line
 
@@ -335,7 +336,7 @@ def test_max_steps_alone_trains_past_the_first_epoch(corpus, tmp_path):
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 5, 10, 15]
     assert records[-1]["epoch"] > 1, records
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    state = torch.load(snapshot(out / "checkpoint") / "state.pt", weights_only=True)
     assert state["step"] == 20
 
 
@@ -384,7 +385,7 @@ def test_a_checkpoint_written_before_the_config_split_still_loads(trained_run, t
     record = json.loads((old / "config.json").read_text())  # {"run", "model", "data", ...}
     save_checkpoint(ckpt, model, step=state["step"], epoch=state["epoch"], config=record,
                     history=state["history"], extra=state["extra"])  # fmt: skip
-    assert json.loads((ckpt / "config.json").read_text()).keys() == record.keys()
+    assert json.loads((snapshot(ckpt) / "config.json").read_text()).keys() == record.keys()
     assert load_config(ckpt) == record["model"]
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(old), "--json"]) == 0

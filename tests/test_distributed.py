@@ -23,6 +23,7 @@ import torch
 import torch.multiprocessing as mp
 
 from gptref import distributed
+from gptref.checkpoint import snapshot
 from gptref.fast import make_optimizer, unwrap
 from gptref.loader import create_dataloader
 from gptref.loop import train
@@ -172,9 +173,9 @@ def test_torchrun_cli_trains_and_only_rank_0_writes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("final train loss") == 1, proc.stdout
     assert "2 processes (global batch 4)" in proc.stdout
-    assert (out / "checkpoint" / "manifest.json").is_file()
+    assert (snapshot(out / "checkpoint") / "manifest.json").is_file()
     assert (out / "metrics.jsonl").read_text().count("\n") == 2
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    state = torch.load(snapshot(out / "checkpoint") / "state.pt", weights_only=True)
     assert state["extra"]["world_size"] == 2 and len(state["extra"]["ranks"]) == 2
 
 

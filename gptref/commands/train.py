@@ -166,12 +166,16 @@ def train_run(
 def _resumed(path: Path, run: RunConfig, corpus, given: frozenset[str], say) -> RunConfig:
     """The saved settings of the run at ``path``, checked against the data; a flag given now
     that differs from them is named (the saved value wins: the run continues exactly)."""
-    from gptref.rundir import CHECKPOINT, CONFIG, RunRecord
+    from gptref.rundir import CHECKPOINT, CONFIG, RunRecord, find_checkpoint
 
-    if not (path / CONFIG).is_file() or not (path / CHECKPOINT / "manifest.json").is_file():
+    try:
+        complete = (path / CONFIG).is_file() and find_checkpoint(path) == path / CHECKPOINT
+    except ValueError:
+        complete = False
+    if not complete:
         raise ValueError(
             f"--resume {path}: not a gptref run directory with a complete checkpoint "
-            f"(expected {path / CONFIG} and {path / CHECKPOINT}/manifest.json)"
+            f"(expected {path / CONFIG} and a checkpoint in {path / CHECKPOINT})"
         )
     record = RunRecord.read(path)
     if record.data["sha256"] != corpus.sha256:
