@@ -35,17 +35,21 @@ from typing import Any
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.faultlib import cli, error_problems, words
+from tests.faultlib import cli, error_problems, limited, words
 
 TINY = ["--preset", "tiny", "--context", "16", "--batch-size", "4", "--eval-freq", "1",
         "--eval-iter", "1", "--no-progress"]  # fmt: skip
-# the CI profile's 50 examples per test would take minutes here: each mutant is loaded twice
+# Each mutant builds and loads a model (0.2-1 s), so the dev and ci profiles' 30-50 examples
+# per test become 20 here (the thorough profile keeps its 1000), and there is no shrink phase:
+# shrinking a mutant of a 13 MB file runs for Hypothesis's whole 5-minute limit, and the
+# drawn mutation is already printed in words (file, kind, offsets).
 EXAMPLES = settings().max_examples if settings().max_examples > 100 else min(settings().max_examples, 20)  # fmt: skip
 mutant_settings = settings(
     max_examples=EXAMPLES, deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )  # fmt: skip
 
@@ -63,7 +67,7 @@ def mutant_report(tmp_path_factory):
     bad = [r for r in TALLY if r["outcome"] not in ("same", "refused")]
     path = directory / "hostile_mutants.json"
     path.write_text(json.dumps({"tried": len(TALLY), "outcomes": outcomes,
-                                "tracebacks": outcomes["traceback"], "bad": bad}, indent=1))  # fmt: skip
+                                "tracebacks": outcomes["traceback"], "bad": bad, "all": TALLY}, indent=1))  # fmt: skip
     print(f"\nhostile mutants: {len(TALLY)} tried, {dict(outcomes)}; {path}")
 
 
@@ -251,11 +255,16 @@ def corpus_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(corpus_file, tmp_path_factory) -> Path:
-    """A real run directory: 4 steps, a save every 2 (two snapshots kept)."""
+    """A real run directory of 4 steps with two saves (2 steps, then resumed to 4), so its
+    checkpoint/ keeps two snapshots."""
     out = tmp_path_factory.mktemp("hostile-run") / "run"
-    result = cli(["train", "--text", str(corpus_file), *TINY, "--max-steps", "4",
-                  "--checkpoint-every", "2", "--out", str(out)])  # fmt: skip
-    assert result.rc == 0, result.err
+    first = cli(["train", "--text", str(corpus_file), *TINY, "--max-steps", "2", "--out", str(out)])
+    assert first.rc == 0, first.err
+    config = json.loads((out / "config.json").read_text())
+    config["run"]["max_steps"] = 4
+    (out / "config.json").write_text(json.dumps(config))
+    resumed = cli(["train", "--text", str(corpus_file), "--resume", str(out), "--no-progress"])
+    assert resumed.rc == 0, resumed.err
     return out
 
 
@@ -578,7 +587,6 @@ NAMED_RUN_MUTANTS = {
     "run config.json batch_size -1": _run_config(_set(["run", "batch_size"], -1)),
     "run config.json seed 2**70": _run_config(_set(["run", "seed"], 2**70)),
     "run config.json lr NaN": _run_config(_set(["run", "lr"], float("nan"))),
-    "run config.json texts point at /dev/zero": _run_config(_set(["data", "texts"], ["/dev/zero"])),
     "run config.json is not JSON": lambda run: (run / "config.json").write_text("{not json"),
     "run config.json is a directory": lambda run: (
         (run / "config.json").unlink(),
@@ -612,14 +620,20 @@ def test_named_hostile_run_files_are_refused_in_one_line_or_load_the_same(case, 
     assert outcome != "traceback", f"--resume on {case}: {value}"
 
 
+def test_a_run_record_whose_texts_are_dev_zero_is_refused(run, tmp_path):
+    """A run config.json naming /dev/zero as its text: `gptref eval` on its splits refuses in
+    one line rather than reading without end (run in a process limited to 4 GiB and 120 s)."""
+    mutated = tmp_path / "run"
+    shutil.copytree(run, mutated, symlinks=True)
+    rewrite_json(mutated / "config.json", _set(["data", "texts"], ["/dev/zero"]))
+    result = limited(["eval", "--checkpoint", str(mutated)])
+    assert error_problems(result, named=("/dev/zero",)) == [], result.err[-500:]
+
+
 def test_a_checkpoint_claiming_huge_dimensions_is_refused_before_allocating(run, tmp_path):
     """A verified checkpoint whose config claims emb_dim 2**20 and 96 layers (terabytes): a
-    one-line refusal, in a process limited to 4 GiB of address space (so an attempt to
+    one-line refusal, in a process limited to 8 GiB of address space (so an attempt to
     allocate fails instead of swapping the machine)."""
-    import resource
-    import subprocess
-    import sys
-
     mutated = tmp_path / "run"
     shutil.copytree(run, mutated, symlinks=True)
     snapshot = newest_snapshot(mutated)
@@ -630,19 +644,7 @@ def test_a_checkpoint_claiming_huge_dimensions_is_refused_before_allocating(run,
 
     rewrite_json(snapshot / "config.json", huge)
     reseal(snapshot)
-
-    def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
-
-    from tests.faultlib import REPO, child_env
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "gptref", *generate_args(mutated)], capture_output=True,
-        text=True, timeout=300, env=child_env(), cwd=REPO, preexec_fn=limit,
-    )  # fmt: skip
-    from tests.faultlib import Result
-
-    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    result = limited(generate_args(mutated), memory=8 << 30)
     assert error_problems(result) == [], result.err[-500:]
     line = result.err_lines[0]
     assert "1048576" in line or "parameters" in line or "memory" in line, line
