@@ -516,8 +516,9 @@ def test_train_into_an_empty_directory_is_fine(files, tmp_path):
     assert (out / "config.json").is_file()
 
 
-def test_a_stopped_run_exits_non_zero_unlike_a_finished_one(files, tmp_path):
-    """A finished run exits 0 (the counterpart of the signal tests in test_faults.py)."""
+def test_a_finished_run_exits_0_and_does_not_say_stopped_early(files, tmp_path):
+    """A run that reaches --max-steps exits 0 without "stopped early" (a stopped one exits
+    128 + the signal: tests/test_faults.py)."""
     result = cli(["train", "--text", files["corpus"], *TINY, "--max-steps", "1", "--out", str(tmp_path / "r")])  # fmt: skip
     assert result.rc == 0 and "stopped early" not in result.out, describe(result)
 

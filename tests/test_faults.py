@@ -78,8 +78,11 @@ def train_args(corpus: Path, run: Path) -> list[str]:
             "--checkpoint-every", "1", "--out", str(run)]  # fmt: skip
 
 
-def resume_args(corpus: Path, run: Path) -> list[str]:
-    return ["train", "--text", str(corpus), "--resume", str(run), "--no-progress"]
+def resume_args(corpus: Path, run: Path, *, every: bool = False) -> list[str]:
+    """--resume RUN; ``every``: with --checkpoint-every 1 again (a resume killed inside its
+    own saves needs them, whether or not the run's saved settings keep the flag)."""
+    args = ["train", "--text", str(corpus), "--resume", str(run), "--no-progress"]
+    return [*args, "--checkpoint-every", "1"] if every else args
 
 
 # ---------------------------------------------------------------- the record of kill points
@@ -346,7 +349,7 @@ def test_sigkill_at_a_commit_and_in_the_resume_then_resume_is_bitwise(reference,
     record["problems"] = [problem] if problem else []
     if step not in allowed_steps(reference, i):
         record["problems"].append(f"after the first kill step {step} loads; expected {allowed_steps(reference, i)}")  # fmt: skip
-    resumed = gptref(resume_args(corpus, run), faults={ENV_ROOT: str(tmp_path), ENV_KILL_SAVE: f"6:{j}"})  # fmt: skip
+    resumed = gptref(resume_args(corpus, run, every=True), faults={ENV_ROOT: str(tmp_path), ENV_KILL_SAVE: f"6:{j}"})  # fmt: skip
     record["rc"] = resumed.rc
     if resumed.rc != SIGKILLED:
         record["problems"].append(f"the resume was not killed in its step-6 save: {describe(resumed)}")  # fmt: skip
@@ -581,7 +584,7 @@ def test_sigkill_in_a_resume_before_and_during_its_saves(reference, corpus, tmp_
         run = root / "run"
         first = gptref(train_args(corpus, run), faults={ENV_ROOT: str(root), ENV_KILL: str(commit_op(reference.save(4))["i"])})  # fmt: skip
         assert first.rc == SIGKILLED, describe(first)
-        resumed = gptref(resume_args(corpus, run), faults={ENV_ROOT: str(root), **kill})
+        resumed = gptref(resume_args(corpus, run, every=True), faults={ENV_ROOT: str(root), **kill})
         record: dict[str, Any] = {"kind": "sigkill in a --resume", "kill": kill, "rc": resumed.rc}
         if resumed.rc != SIGKILLED:
             record.update(landed=False, survived=False, problems=[f"not killed: {describe(resumed)}"])  # fmt: skip
