@@ -16,7 +16,8 @@ The modules, one concept each, in the order the data flows::
     loop.py         train: the book's loop, with a callback after every step
     state.py        TrainState, History: position and record of a run, saved and resumed exactly
     rng.py          capture, restore and isolate the global RNGs
-    checkpoint.py   the on-disk checkpoint format and its verification
+    checkpoint.py   one checkpoint's files and their verification
+    snapshots.py    a checkpoint directory's snapshots, LATEST pointer and replace protocol
     pth.py          the book's model.pth files
     generation.py   generate (greedy, temperature, top-k, eos), the loop's per-epoch sample
     weights.py      import/export of Hugging Face GPT-2 weights; hf_layout.py: both layouts checked

@@ -55,6 +55,8 @@ def check_number(
     above = high is not None and (value >= high if open_high else value > high)
     if math.isfinite(value) and not below and not above:
         return value
+    if not math.isfinite(value):  # nan and inf pass no interval test: say what was wrong
+        what = what or "a finite number"
     if low is not None and high is not None:
         interval = f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
     elif low is not None:
@@ -62,10 +64,9 @@ def check_number(
     elif high is not None:
         interval = f"{'<' if open_high else '<='} {high}"
     else:
-        interval = "finite"
-    raise FieldError(
-        where, name, f"must be {what + ' ' if what else ''}{interval}, got {value}{hint}"
-    )
+        interval = ""
+    text = " ".join(part for part in (what or ("" if interval else "finite"), interval) if part)
+    raise FieldError(where, name, f"must be {text}, got {value}{hint}")
 
 
 def check_choice(where: str, name: str, value: Any, choices: Iterable[Any]) -> Any:

@@ -9,12 +9,18 @@ interrupt before the rename leaves ``path`` as it was and removes the temporary 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks
+    fcntl = None  # type: ignore[assignment]
 
 
 def temp_path(path: Path, tag: str = "tmp") -> Path:
@@ -68,3 +74,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     """``data`` as indented JSON with a final newline; NaN and inf are refused (not JSON)."""
     return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive(lock_file: Path, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an advisory lock on ``lock_file`` for the block (created if need be; it records
+    this process's pid). Held elsewhere: ``raise busy(owner)``, owner as the holder wrote it.
+    The kernel drops the lock when the holder dies, so a killed process never leaves it."""
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield
+        return
+    with open(lock_file, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise busy(handle.read().strip() or "another process") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"gptref process {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -108,6 +108,7 @@ def save_checkpoint(
             "format": FORMAT,
             "version": VERSION,
             "torch": torch.__version__,
+            "step": step,
             "files": {name: _digest(tmp / name) for name in _FILES},
         }
         # the manifest is the commit record: a directory without it is never loadable
@@ -116,6 +117,18 @@ def save_checkpoint(
 
     snapshots.commit(path, step, write, keep)
     return path
+
+
+def saved_step(path: str | os.PathLike) -> int:
+    """Updates done by the current checkpoint in ``path``, read from its manifest (its
+    files are not verified here; ``load_checkpoint`` does that)."""
+    snap = snapshot(path)
+    step = _manifest(snap).get("step")
+    if type(step) is int and step >= 0:
+        return step
+    state = torch.load(snap / STATE, map_location="cpu", weights_only=True)  # a 0.1 manifest
+    _check_state(snap / STATE, state)
+    return state["step"]
 
 
 def snapshot(path: str | os.PathLike) -> Path:

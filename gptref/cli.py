@@ -17,7 +17,7 @@ import sys
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from gptref import __version__
 from gptref._check import FieldError, one_line
@@ -138,11 +138,18 @@ def from_flags(cls: type, given: Mapping[str, Any]) -> Any:
     return cls(**values.get(cls, {}))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (no usage block) naming the help to read."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks for errors")  # fmt: skip
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="gptref",
         description=(
             "gptref: the reference GPT pretraining data path and training step of "
@@ -153,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"gptref {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for command in COMMANDS:
         p = sub.add_parser(command.NAME, help=command.HELP, description=command.DESCRIPTION,
                            parents=[common])  # fmt: skip
@@ -162,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_flags(p, command.Args)
             p.set_defaults(_args=command.Args, _main=command.main)
             continue
-        asub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+        asub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
         for name, (help_text, args_cls, function) in actions.items():
             a = asub.add_parser(name, help=help_text, description=help_text, parents=[common])
             add_flags(a, args_cls)
@@ -191,9 +198,29 @@ def main(argv: list[str] | None = None) -> int:
             message = one_line(e)
         print(f"gptref {command}: error: {message}", file=sys.stderr)
         return 2
+    except MemoryError as e:  # torch.OutOfMemoryError too; a CPU allocator failure says so
+        if debug:
+            raise
+        print(f"gptref {command}: error: out of memory ({one_line(e)[:200]}); use a smaller "
+              "--batch-size or --context (gptref plan predicts the peak)", file=sys.stderr)  # fmt: skip
+        return 2
+    except RuntimeError as e:
+        if debug or not _out_of_memory(e):
+            raise
+        print(f"gptref {command}: error: out of memory ({one_line(e)[:200]}); use a smaller "
+              "--batch-size or --context (gptref plan predicts the peak)", file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print(f"gptref {command}: aborted", file=sys.stderr)
         return 130
+
+
+def _out_of_memory(error: RuntimeError) -> bool:
+    """torch.OutOfMemoryError, or the CPU allocator's "can't allocate memory"."""
+    import torch
+
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text
 
 
 if __name__ == "__main__":

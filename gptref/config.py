@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from gptref.model import GPTConfig
 
 Preset = Literal["tiny", "small", "124M"]  # gptref.model.PRESETS
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,10 @@ class RunConfig:
                 check_int(where, name, getattr(self, name), low=1)
         check_int(where, "warmup", self.warmup, low=0)
         check_number(where, "lr", self.lr, low=0, open_low=True, hint="; the book uses 4e-4")
-        check_number(where, "weight_decay", self.weight_decay, low=0)
+        check_number(where, "weight_decay", self.weight_decay, low=0, hint="; the book uses 0.1")
+        for name in ("lr", "weight_decay"):  # AdamW computes with them in float32
+            if getattr(self, name) > FLOAT32_MAX:
+                raise FieldError(where, name, f"must be <= {FLOAT32_MAX:.4g} (float32), got {getattr(self, name)}")  # fmt: skip
         if self.min_lr is not None:
             check_number(where, "min_lr", self.min_lr, low=0, high=self.lr)
         if self.grad_clip is not None:

@@ -118,7 +118,18 @@ def _next_token(
             logits < min_val, torch.tensor(float("-inf"), device=logits.device), logits
         )
     if temperature > 0.0:
-        probs = torch.softmax(logits / temperature, dim=-1)
+        scaled = logits / temperature
+        if not bool(torch.isfinite(scaled[scaled != float("-inf")]).all()):
+            if bool(torch.isfinite(logits[logits != float("-inf")]).all()):
+                raise ValueError(
+                    f"generate: temperature {temperature} is too small: logits / temperature "
+                    "overflow float32; use 0 for greedy decoding"
+                )
+            raise ValueError(
+                "generate: the model's logits are not finite (nan or inf): its weights are; "
+                "use an earlier checkpoint"
+            )
+        probs = torch.softmax(scaled, dim=-1)
         return torch.multinomial(probs, num_samples=1, generator=generator)
     return torch.argmax(logits, dim=-1, keepdim=True)
 

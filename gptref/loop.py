@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def train(
     eval_weighting: str = "batch",
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = None,
     resume_from: str | Path | None = None,
     callback: Callable[[dict[str, Any]], bool | None] | None = None,
     log: Callable[[str], None] | None = print,
@@ -70,8 +72,12 @@ def train(
     evaluation and sample under ``isolated_rng()``: batches and dropout masks no longer
     depend on ``eval_freq`` / ``eval_iter``.
 
-    ``checkpoint_dir`` + ``checkpoint_every``: save every that many steps and at the end;
-    ``resume_from`` continues a run bitwise (model, optimizer, RNG, position in the epoch).
+    ``checkpoint_dir``: save at the end (and when stopped); with ``checkpoint_every`` also
+    every that many steps, with ``checkpoint_seconds`` also at an evaluation when that many
+    seconds passed since the last save. Saving draws no random numbers, so a run resumed
+    from any of its checkpoints ends as the uninterrupted run does, bitwise.
+    ``resume_from`` continues a run (model, optimizer, RNG, position in the epoch); a run
+    that already reached ``max_steps`` takes no further step.
     ``callback(info)`` runs after every step with ``info = {"step", "epoch", "result",
     "history", "state"}``; returning True stops training (after a checkpoint when
     ``checkpoint_dir`` is set). ``group``: the process group (``gptref.distributed``), None
@@ -99,9 +105,26 @@ def train(
         state = TrainState()
     history = state.history
 
+    last_save = [time.monotonic()]
+
     def save() -> None:
         if checkpoint_dir is not None:
             state.save(checkpoint_dir, model, optimizer, group)
+            last_save[0] = time.monotonic()
+
+    def due(step: int, evaluated: bool) -> bool:
+        """Whether to save after ``step`` (the same answer on every rank)."""
+        if checkpoint_dir is None:
+            return False
+        if checkpoint_every is not None and (step + 1) % checkpoint_every == 0:
+            return True
+        if checkpoint_seconds is None or not evaluated:
+            return False
+        late = time.monotonic() - last_save[0] >= checkpoint_seconds
+        return all_reduce_sum([late], group)[0] > 0 if world_size > 1 else late
+
+    if max_steps is not None and state.global_step + 1 >= max_steps:
+        return history  # resumed after its last step: nothing left to do
 
     epochs = itertools.count(state.epoch) if num_epochs is None else range(state.epoch, num_epochs)
     for epoch in epochs:
@@ -150,7 +173,7 @@ def train(
             if stop or (max_steps is not None and step + 1 >= max_steps):
                 save()
                 return history
-            if checkpoint_every is not None and (step + 1) % checkpoint_every == 0:
+            if due(step, evaluated=step % eval_freq == 0):
                 save()
         if num_epochs is None and state.global_step == steps_before:
             raise ValueError(

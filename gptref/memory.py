@@ -14,8 +14,11 @@ stream, which autocast leaves in float32 (block output = float32 shortcut + low-
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -333,6 +336,27 @@ def parameter_count(config: GPTConfig | Mapping[str, Any], *, embeddings: bool =
     block = qkv + (E * E + E) + (4 * E * E + 4 * E) + (4 * E * E + E) + 4 * E  # + 2 LayerNorms
     n = L * block + 2 * E + cfg.padded_vocab_size * E  # final norm, out_head (with its pad)
     return n + (V * E + cfg.context_length * E if embeddings else 0)
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes a new allocation can take: MemAvailable from /proc/meminfo on CPU, the free
+    device memory on CUDA; None where it cannot be read."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+    with contextlib.suppress(OSError):
+        found = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        return int(found.group(1)) * 1024 if found else None
+    return None
+
+
+def check_fits_memory(need: int, what: str, fix: str, device: str = "cpu") -> None:
+    """ValueError before allocating when ``need`` bytes exceed what ``device`` has free."""
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise ValueError(
+            f"{what} needs {format_bytes(need)}, more than the {format_bytes(free)} this "
+            f"machine has free; {fix}"
+        )
 
 
 def format_bytes(n: float) -> str:

@@ -35,13 +35,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gptref._check import check_int, check_number
-from gptref._io import atomic_write_json
+from gptref._io import atomic_write_json, exclusive, fsync_dir, fsync_file
 from gptref.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, N_VOCAB, gpt2_tokenizer
 from gptref.tokens import (
     FORMAT,
     MANIFEST,
+    MAX_UNCUT,
     SPLITS,
     VERSION,
+    file_sha256,
     read_manifest,
     text_blocks,
     tokenizer_sha256,
@@ -115,10 +117,20 @@ def _cut(buf: str, n: int, *, final: bool) -> tuple[str, list[tuple[str, bool]]]
             break
         pieces.append((buf[start : last.start()], False))
         start = last.start()
+    rest = buf[start:]
     if final:
-        pieces.append((buf[start:], False))
-        return "", pieces
-    return buf[start:], pieces
+        pieces, rest = [*pieces, (rest, False)], ""
+    longest = max([len(p) for p, _ in pieces] + [len(rest)])
+    if longest > MAX_UNCUT:  # tiktoken would spend minutes on it, or abort the process
+        raise UncuttableText(
+            f"more than {MAX_UNCUT:,} characters with no whitespace to cut at ({longest:,}); "
+            "break the text into lines"
+        )
+    return rest, pieces
+
+
+class UncuttableText(ValueError):
+    """A stretch of text longer than ``MAX_UNCUT`` with nowhere to cut it exactly."""
 
 
 @dataclass(frozen=True)
@@ -231,23 +243,33 @@ def prepare(
               disable=not progress) as bar:  # fmt: skip
         sources = [scan_source(p, bar.update) for p in texts]
     settings = _settings(sources, train_ratio)
-    existing = read_manifest(out)
-    if existing is not None and _up_to_date(existing, settings, out):
-        t, v = existing["train"]["tokens"], existing["val"]["tokens"]
-        say(f"gptref prepare: {out} is up to date ({t:,} train + {v:,} val tokens from "
-            f"{len(sources)} file{'s' if len(sources) != 1 else ''}); nothing to do")  # fmt: skip
-        return PrepareResult(existing, True, perf_counter() - start)
-
     out.mkdir(parents=True, exist_ok=True)
+    busy = lambda owner: ValueError(f"prepare: {out} is being written by {owner}; wait for it")  # noqa: E731
+    with exclusive(out / ".lock", busy):  # two prepares of one directory would mix their files
+        existing = read_manifest(out)
+        if existing is not None and _up_to_date(existing, settings, out):
+            t, v = existing["train"]["tokens"], existing["val"]["tokens"]
+            say(f"gptref prepare: {out} is up to date ({t:,} train + {v:,} val tokens from "
+                f"{len(sources)} file{'s' if len(sources) != 1 else ''}); nothing to do")  # fmt: skip
+            return PrepareResult(existing, True, perf_counter() - start)
+        manifest = _write(out, sources, settings, train_ratio, threads, piece_chars, progress)
+    return PrepareResult(manifest, False, perf_counter() - start)
+
+
+def _write(out, sources, settings, train_ratio, threads, piece_chars, progress) -> dict[str, Any]:
+    """Tokenize into temporary files, rename them into place, write the manifest last."""
     for stale in out.glob(_TMP_PREFIX + "*"):  # left by a prepare that was killed
         stale.unlink(missing_ok=True)
     tmp = {split: out / f"{_TMP_PREFIX}{os.getpid()}-{split}.bin" for split in SPLITS}
     try:
         outputs = _tokenize_into(sources, train_ratio, tmp, threads, piece_chars, progress)
+        for path in tmp.values():
+            fsync_file(path)
         # the old manifest goes first: token files without a manifest never count as prepared
         (out / MANIFEST).unlink(missing_ok=True)
         for split in SPLITS:
             tmp[split].replace(out / outputs[split]["file"])
+        fsync_dir(out)
         fingerprint = hashlib.sha256(
             json.dumps({s: outputs[s]["sha256"] for s in SPLITS}, sort_keys=True).encode()
         ).hexdigest()
@@ -256,7 +278,7 @@ def prepare(
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
-    return PrepareResult(manifest, False, perf_counter() - start)
+    return manifest
 
 
 def _settings(sources: Sequence[Source], train_ratio: float) -> dict[str, Any]:
@@ -279,7 +301,7 @@ def _settings(sources: Sequence[Source], train_ratio: float) -> dict[str, Any]:
 
 def _up_to_date(existing: dict[str, Any], settings: dict[str, Any], out: Path) -> bool:
     """Same settings, same source contents in the same order (paths may differ), and
-    token files of the recorded sizes."""
+    token files of the recorded sizes and SHA-256 (a flipped byte is not up to date)."""
     try:
         for key, value in settings.items():
             if key == "sources":
@@ -291,11 +313,13 @@ def _up_to_date(existing: dict[str, Any], settings: dict[str, Any], out: Path) -
             if not same:
                 return False
         return all(
-            (out / existing[s]["file"]).is_file()
-            and (out / existing[s]["file"]).stat().st_size == 2 * existing[s]["tokens"]
-            for s in SPLITS
+            (out / s_file).is_file()
+            and not (out / s_file).is_symlink()
+            and (out / s_file).stat().st_size == 2 * existing[s]["tokens"]
+            and file_sha256(out / s_file) == existing[s]["sha256"]
+            for s, s_file in ((s, f"{s}.bin") for s in SPLITS)
         )
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, OSError):
         return False
 
 
@@ -346,11 +370,14 @@ def _tokenize_into(
 
         for i, source in enumerate(sources):
             for split, blocks in _parts(source, train_ratio):
-                for piece, eot_after in exact_pieces(blocks, piece_chars):
-                    future = pool.submit(encode, piece) if piece else None
-                    pending.append((split, future, eot_after))
-                    bar.update(len(piece) + len(ENDOFTEXT) * eot_after)
-                    write(keep=2 * threads)
+                try:
+                    for piece, eot_after in exact_pieces(blocks, piece_chars):
+                        future = pool.submit(encode, piece) if piece else None
+                        pending.append((split, future, eot_after))
+                        bar.update(len(piece) + len(ENDOFTEXT) * eot_after)
+                        write(keep=2 * threads)
+                except UncuttableText as e:
+                    raise ValueError(f"{source.path}: {e}") from None
                 if i < len(sources) - 1:  # the document separator
                     pending.append((split, None, True))
         write(keep=0)

@@ -6,26 +6,32 @@ read it::
     metrics.jsonl   one JSON record per evaluation (step, epoch, epochs_seen, tokens_seen,
                     train_loss, val_loss, lr), rewritten atomically as it grows
     loss.png        the book's loss figure
-    checkpoint/     the latest checkpoint (``gptref.checkpoint``'s format)
+    checkpoint/     the checkpoints (``gptref.checkpoint``'s format, ``gptref.snapshots``' layout)
+    .lock           held by the process writing the run
+
+A new run goes only into a new or empty directory (``claim``); a running one is locked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gptref._io import atomic_write_json, atomic_write_text
+from gptref._io import atomic_write_json, atomic_write_text, exclusive
 from gptref.checkpoint import MANIFEST, is_complete, load_checkpoint, load_config, snapshot
 from gptref.config import RunConfig
+from gptref.memory import check_fits_memory, parameter_count
 from gptref.model import GPTConfig, GPTModel
 from gptref.state import History
 
 CHECKPOINT, CONFIG, METRICS, PLOT = "checkpoint", "config.json", "metrics.jsonl", "loss.png"
+LOCK = ".lock"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,50 @@ class RunRecord:
             raise ValueError(f"{file}: not a gptref run record ({type(e).__name__}: {e})") from None
 
 
+def is_run(directory: Path) -> bool:
+    """Whether ``directory`` holds a gptref run: a readable run record, or a checkpoint."""
+    try:
+        RunRecord.read(directory)
+        return True
+    except ValueError:
+        return (directory / CHECKPOINT).is_dir() and bool(
+            {"LATEST", "manifest.json"} & {p.name for p in (directory / CHECKPOINT).iterdir()}
+        )
+
+
+def claim(directory: Path, *, overwrite: bool = False) -> None:
+    """Make ``directory`` ready for a new run: it may be new or empty; an earlier run there is
+    refused unless ``overwrite`` (then its files are removed); anything else is refused."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise ValueError(f"{directory} exists and is not a directory; choose another run directory")
+    names = {p.name for p in directory.iterdir()} - {LOCK}
+    if not names:
+        return
+    if not is_run(directory):
+        raise ValueError(
+            f"{directory} is not empty and holds no gptref run; choose another run directory"
+        )
+    if not overwrite:
+        raise ValueError(
+            f"{directory} holds a gptref run already; continue it with --resume {directory}, "
+            "or start it over with --overwrite"
+        )
+    for name in (CONFIG, METRICS, PLOT):
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
+
+
+def locked(directory: Path) -> contextlib.AbstractContextManager:
+    """Hold ``directory/.lock`` while a process writes the run: a second writer (another
+    ``train`` or ``--resume`` of the same run) is refused, naming the first one's pid."""
+    return exclusive(
+        directory / LOCK,
+        lambda owner: ValueError(f"{directory} is in use by {owner}; wait for it or stop it"),
+    )
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A run directory or a checkpoint directory -> the checkpoint directory."""
     path = Path(path)
@@ -81,6 +131,9 @@ def load_model(path: str | Path, device: torch.device) -> tuple[GPTModel, RunRec
         cfg = GPTConfig.from_dict(load_config(ckpt))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{ckpt}: its config.json is not a gptref model config ({e})") from None
+    weights = 4 * parameter_count(cfg) + 4 * cfg.n_layers * cfg.context_length**2  # + masks
+    check_fits_memory(2 * weights, f"{ckpt}: its model ({parameter_count(cfg):,} parameters)",
+                      "is its config.json right?")  # fmt: skip
     model = GPTModel(cfg)
     load_checkpoint(ckpt, model)
     run_dir = ckpt.parent if ckpt.name == CHECKPOINT else None

@@ -28,15 +28,10 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from gptref._io import atomic_write_text, fsync_dir
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no advisory locks
-    fcntl = None  # type: ignore[assignment]
+from gptref._io import atomic_write_text, exclusive, fsync_dir
 
 LATEST, LOCK, MANIFEST = "LATEST", ".lock", "manifest.json"
 _SNAPSHOT = re.compile(r"save-(\d{8,})-(\d{4,})")
@@ -80,24 +75,14 @@ def leftovers(path: Path) -> list[str]:
     return sorted(inside + [p.name for p in path.parent.glob(f"{path.name}.*-*")])
 
 
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> contextlib.AbstractContextManager:
     """Hold ``path/.lock`` for the block: one writer per checkpoint directory at a time."""
-    path.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
-    with open(path / LOCK, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(
-                f"{path}: another process is saving a checkpoint here; one writer at a time"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive(
+        path / LOCK,
+        lambda owner: ValueError(
+            f"{path}: {owner} is saving a checkpoint here; one writer at a time"
+        ),
+    )
 
 
 def commit(path: Path, step: int, write: Callable[[Path], None], keep: int = 2) -> Path:

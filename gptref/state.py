@@ -21,6 +21,18 @@ from gptref.checkpoint import load_checkpoint, save_checkpoint
 from gptref.distributed import DistContext, barrier, gather_objects, rank_and_size
 from gptref.fast import unwrap
 from gptref.rng import capture_rng, restore_rng
+from gptref.step import NonFiniteError
+
+
+def check_finite_weights(model: nn.Module, when: str) -> None:
+    """Raise ``NonFiniteError`` when a parameter of ``model`` holds nan or inf."""
+    bad = [name for name, p in unwrap(model).named_parameters() if not bool(p.isfinite().all())]
+    if bad:
+        raise NonFiniteError(
+            f"the weights are not finite {when} ({len(bad)} tensors, e.g. {bad[0]}): training "
+            "diverged; the last checkpoint is kept: lower the lr (or the weight decay), or "
+            "clip the gradients"
+        )
 
 
 @dataclass
@@ -93,7 +105,9 @@ class TrainState:
         group: DistContext | None = None,
     ) -> None:
         """Checkpoint the run to ``directory``. Every rank calls this; rank 0 writes, with
-        every rank's RNG state; no rank goes on before the checkpoint is complete."""
+        every rank's RNG state; no rank goes on before the checkpoint is complete. Weights
+        that are not finite are never saved: ``NonFiniteError``, the last checkpoint stays."""
+        check_finite_weights(model, f"after step {self.global_step}")
         epoch_rng = self.epoch_rng if self.epoch_rng is not None else torch.get_rng_state()
         extra: dict[str, Any] = {"tokens_seen": self.tokens_seen, "epoch_rng": epoch_rng}
         rank, world_size = rank_and_size(group)

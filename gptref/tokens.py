@@ -18,6 +18,8 @@ import codecs
 import hashlib
 import json
 import platform
+import re
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from gptref.tokenizer import (
 FORMAT, VERSION = "gptref-tokens", 1
 MANIFEST, SPLITS = "manifest.json", ("train", "val")
 BLOCK_BYTES = 1 << 20  # read size of text_blocks
+MAX_UNCUT = 1 << 24  # the longest run without whitespace gptref tokenizes (16M characters)
 
 
 class Corpus(Protocol):
@@ -113,6 +116,11 @@ class TextCorpus:
         """-> (train ids, val ids): int64 (N_train,), (N_val,)."""
         from gptref.data import split, tokenize  # data.py reads TokenFile: a real cycle
 
+        if len(self.text) > MAX_UNCUT and re.search(rf"\S{{{MAX_UNCUT + 1}}}", self.text):
+            raise ValueError(
+                f"{self.name}: more than {MAX_UNCUT:,} characters without whitespace; the "
+                "tokenizer would take minutes on them or abort: break the text into lines"
+            )
         train_text, val_text = split(self.text, self.train_ratio)
         return tokenize(train_text), tokenize(val_text)
 
@@ -142,6 +150,11 @@ def text_blocks(
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0
     try:
+        if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(
+                f"{path}: not a regular file (a device, pipe or socket, which may never end); "
+                "give a text file"
+            )
         with open(path, "rb") as f:
             while True:
                 data = f.read(BLOCK_BYTES)
@@ -150,10 +163,14 @@ def text_blocks(
                     text = decoder.decode(data, final=not data)
                 except UnicodeDecodeError as e:
                     bad = (pending + data)[e.start]
+                    utf16 = offset == 0 and (
+                        data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\0" in data[:1024]
+                    )
+                    source = "utf-16" if utf16 else "latin1"
                     raise ValueError(
                         f"{path}: not UTF-8 text (byte 0x{bad:02x} at offset "
                         f"{offset - len(pending) + e.start}); convert it, e.g. "
-                        "`iconv -f latin1 -t utf-8`"
+                        f"`iconv -f {source} -t utf-8`"
                     ) from None
                 if digest is not None:
                     digest.update(data)
@@ -207,6 +224,19 @@ def tokenizer_sha256() -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
+def file_sha256(path: Path, *, progress: bool = False, desc: str = "hashing") -> str:
+    """SHA-256 of a file, streamed in ``BLOCK_BYTES`` blocks (with a progress bar)."""
+    from tqdm.auto import tqdm
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                     desc=desc, leave=False, disable=not progress) as bar:  # fmt: skip
+        while block := f.read(BLOCK_BYTES):
+            digest.update(block)
+            bar.update(len(block))
+    return digest.hexdigest()
+
+
 def read_manifest(directory: Path) -> dict[str, Any] | None:
     """``directory/manifest.json`` as a dict; None when it is missing or not a JSON object."""
     try:
@@ -224,8 +254,13 @@ class PreparedCorpus:
     manifest: dict[str, Any]
 
     @classmethod
-    def open(cls, path: str | Path) -> PreparedCorpus:
-        """-> the prepared corpus at ``path``; ValueError naming what is wrong and the fix."""
+    def open(
+        cls, path: str | Path, *, verify: bool = True, progress: bool = False
+    ) -> PreparedCorpus:
+        """-> the prepared corpus at ``path``; ValueError naming what is wrong and the fix.
+
+        ``verify``: the token files' SHA-256 are checked against the manifest (streamed,
+        ~0.5 s per GB here; a flipped byte would otherwise train silently)."""
         path = Path(path)
         fix = f"run `gptref prepare --text FILE ... --out {path}`"
         if not path.is_dir():
@@ -255,6 +290,14 @@ class PreparedCorpus:
                     f"{path}: {file.name} has {size} bytes, the manifest says {tokens} "
                     f"tokens ({2 * tokens} bytes); it was changed or truncated: {fix}"
                 )
+        if verify:
+            for split, (file, _) in files.items():
+                digest = file_sha256(file, progress=progress, desc=f"verifying {file.name}")
+                if digest != manifest[split]["sha256"]:
+                    raise ValueError(
+                        f"{path}: {file.name} has SHA-256 {digest[:12]}..., the manifest says "
+                        f"{str(manifest[split]['sha256'])[:12]}...; it was changed: {fix}"
+                    )
         return cls(path, manifest)
 
     @property
@@ -298,9 +341,13 @@ def open_corpus(
     texts: Sequence[str | Path] | None = None,
     data: str | Path | None = None,
     train_ratio: float = 0.9,
+    *,
+    verify: bool = True,
+    progress: bool = False,
 ) -> TextCorpus | PreparedCorpus:
     """The ``texts``' corpus (none: the built-in one) split at ``train_ratio``, or the
-    prepared corpus in the directory ``data`` (split when it was prepared)."""
+    prepared corpus in the directory ``data`` (split when it was prepared; ``verify``: its
+    files' digests checked)."""
     if data is None:
         return text_corpus(texts, train_ratio)
     if texts:
@@ -308,7 +355,7 @@ def open_corpus(
             f"give text files or a prepared corpus, not both: {data} holds text files that "
             "`gptref prepare` already tokenized"
         )
-    return PreparedCorpus.open(data)
+    return PreparedCorpus.open(data, verify=verify, progress=progress)
 
 
 def reopen(record: dict[str, Any], train_ratio: float = 0.9) -> TextCorpus | PreparedCorpus:

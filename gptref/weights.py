@@ -54,13 +54,16 @@ input nor with each other (safetensors refuses shared storage).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from gptref._check import one_line
 from gptref._io import atomic_write
 from gptref.checkpoint import load_checkpoint, load_config, save_checkpoint
 from gptref.hf_layout import (
@@ -204,16 +207,67 @@ def import_hf(
     n_heads: int | None = None,
     drop_rate: float = 0.1,
 ) -> Path:
-    """Hugging Face GPT-2 ``model.safetensors`` -> a gptref checkpoint directory at
-    ``out_dir`` (step 0, epoch 0, empty history, no optimizer state) -> its Path.
+    """Hugging Face GPT-2 ``model.safetensors`` (or the model directory holding it) -> a
+    gptref checkpoint directory at ``out_dir`` (step 0, epoch 0, empty history, no optimizer
+    state) -> its Path.
 
-    The weights are stored float32; ``gptref eval`` / ``gptref generate --checkpoint
+    ``n_heads`` (the file does not record it): given, else the ``n_head`` of the
+    ``config.json`` beside the file (``save_pretrained`` writes one), else GPT-2's for the
+    width. The weights are stored float32; ``gptref eval`` / ``gptref generate --checkpoint
     out_dir`` and ``load_checkpoint`` read it like any checkpoint. ``out_dir`` may be new or
-    an earlier checkpoint (replaced atomically), never other data."""
-    cfg, state_dict = load_hf_safetensors(safetensors_path, n_heads, drop_rate)
+    an earlier checkpoint, never other data."""
+    file, hf_cfg = hf_files(safetensors_path)
+    if n_heads is None and hf_cfg is not None:
+        n_heads = hf_cfg["n_head"]
+    cfg, state_dict = load_hf_safetensors(file, n_heads, drop_rate)
+    if hf_cfg is not None:
+        _check_against(file.parent / "config.json", hf_cfg, cfg)
     model = GPTModel(cfg)
     model.load_state_dict(state_dict)
     return save_checkpoint(out_dir, model, step=0, epoch=0, config=cfg, history={})
+
+
+def hf_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
+    """A model.safetensors or the directory holding it -> (the file, the GPT-2 settings of the
+    ``config.json`` beside it, or None when there is none). The config's values are checked:
+    ints >= 1 for n_head, n_embd, n_layer, n_positions, vocab_size."""
+    path = Path(path)
+    file = path / "model.safetensors" if path.is_dir() else path
+    if path.is_dir() and not file.is_file():
+        raise ValueError(
+            f"import_hf: {path} is a directory; pass the model.safetensors file, or a directory "
+            "holding one (this one holds none)"
+        )
+    config_file = file.parent / "config.json"
+    if not config_file.is_file():
+        return file, None
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"import_hf: {config_file} is not JSON: {one_line(e)}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"import_hf: {config_file} is not a Hugging Face model config")
+    if "n_embd" not in raw and raw.get("model_type") != "gpt2":
+        return file, None  # another config.json (a gptref checkpoint's, say): not ours to read
+    settings = {}
+    for key in ("n_head", "n_embd", "n_layer", "n_positions", "vocab_size"):
+        value = raw.get(key)
+        if type(value) is not int or value < 1:
+            raise ValueError(f"import_hf: {config_file}: {key} must be an int >= 1, got {value!r}")
+        settings[key] = value
+    return file, settings
+
+
+def _check_against(config_file: Path, hf: dict[str, Any], cfg: GPTConfig) -> None:
+    """The config.json beside the weights must describe them."""
+    ours = {"n_head": cfg.n_heads, "n_embd": cfg.emb_dim, "n_layer": cfg.n_layers,
+            "n_positions": cfg.context_length, "vocab_size": cfg.vocab_size}  # fmt: skip
+    for key, value in ours.items():
+        if hf[key] != value:
+            raise ValueError(
+                f"import_hf: {config_file} says {key} {hf[key]}, the weights have {value}; "
+                "they are not the same model"
+            )
 
 
 def export_hf(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:

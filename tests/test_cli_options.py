@@ -25,6 +25,9 @@ EXPECTED = {
         "--device",
         "--out",
         "--resume",
+        "--overwrite",
+        "--checkpoint-every",
+        "--no-verify",
         "--prompt",
         "--no-progress",
     ],  # fmt: skip

@@ -47,14 +47,6 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes, None where there is none."""
-    with contextlib.suppress(OSError):
-        found = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-        return int(found.group(1)) * 1024 if found else None
-    return None
-
-
 def _rss(field: str = "VmRSS") -> int:
     found = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
     return int(found.group(1)) * 1024

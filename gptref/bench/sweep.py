@@ -21,14 +21,13 @@ from gptref._check import FieldError, check_choice, check_int
 from gptref.bench.flops import flops_per_token
 from gptref.bench.measure import (
     EXACT_RSS_ENV,
-    available_memory,
     measure_config,
     model_factory,
     run_isolated,
 )
 from gptref.bench.report import write_results
 from gptref.fast import REFERENCE, Dtype, FastPaths
-from gptref.memory import estimate_training_memory, format_bytes
+from gptref.memory import available_memory, estimate_training_memory, format_bytes
 from gptref.model import GPTConfig, resolve_config
 from gptref.planner import parse_bytes
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,19 @@ class Args:
 
 def main(args: Args) -> int:
     results = eval_run(args.checkpoint, texts=args.text, device=args.device)
-    if args.json:
-        print(json.dumps(results, indent=2))
+    finite = all(math.isfinite(v) for r in results.values() for v in r.values())
+    if args.json:  # JSON has no nan or inf: a non-finite value is null, "finite" says which
+        for r in results.values():
+            r["finite"] = all(math.isfinite(v) for v in r.values())
+            r.update({k: v if math.isfinite(v) else None for k, v in r.items() if k != "finite"})
+        print(json.dumps(results, indent=2, allow_nan=False))
         return 0
+    if not finite:
+        bad = ", ".join(f"{name} {r['loss_token_weighted']}" for name, r in results.items())
+        raise FloatingPointError(
+            f"--checkpoint {args.checkpoint}: the loss is not finite ({bad}): the model's "
+            "weights are not; use an earlier checkpoint (--json prints the values)"
+        )
     for name, r in results.items():
         print(
             f"{name}: loss {r['loss_token_weighted']:.4f} (token-weighted), "

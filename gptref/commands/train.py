@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gptref._check import FieldError, check_int
 from gptref._setting import nested, setting
 from gptref.commands.common import Device, device_flag, no_progress_flag, resolve_device
 from gptref.config import RunConfig, book
 from gptref.fast import FAST
+
+# default checkpoint interval: a save of the small preset takes ~0.3 s (55 MB of weights,
+# 110 MB of AdamW state), of GPT-124M ~3 s (1.5 GB); at most one a minute keeps that under
+# 5 % of a run while a kill loses at most a minute plus one evaluation interval
+CHECKPOINT_SECONDS = 60.0
 
 NAME = "train"
 HELP = "train a GPT and evaluate it (default: a small model on the built-in corpus)"
@@ -52,9 +59,21 @@ class Args:
     resume: str | None = setting(
         None, "continue the run in DIR exactly (its saved settings win)", metavar="DIR"
     )
+    overwrite: bool = setting(False, "start over in --out DIR even if it holds a run")
+    checkpoint_every: int | None = setting(
+        None, "save a checkpoint every N steps (default: at an evaluation, at most once a "
+        "minute; always at the end and when stopped)", metavar="N",
+    )  # fmt: skip
+    no_verify: bool = setting(False, "with --data: skip the SHA-256 check of the token files")
     prompt: str = setting("Every effort moves you", "start context for samples")
     no_progress: bool = no_progress_flag()
     given: frozenset[str] = frozenset()  # the RunConfig settings given as flags (not a flag)
+
+    def __post_init__(self) -> None:
+        if not self.prompt:
+            raise FieldError("train", "prompt", "must not be empty; the samples continue it")
+        if self.checkpoint_every is not None:
+            check_int("train", "checkpoint_every", self.checkpoint_every, low=1)
 
     @classmethod
     def from_flags(cls, given: Mapping[str, Any]) -> Args:
@@ -88,14 +107,19 @@ def main(args: Args) -> int:
     summary = train_run(
         args.run, texts=args.text, data=args.data, out=out, device=args.device,
         prompt=args.prompt, resume=args.resume, progress=not args.no_progress,
-        given=args.given,
+        given=args.given, overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
+        verify=not args.no_verify,
     )  # fmt: skip
     s = summary
     if s["rank"] != 0:  # under torchrun, rank 0 reports for all
         return 0
+    if s.get("complete"):
+        print(f"{s['run_dir']} is complete ({s['steps']} steps); nothing to do")
+        return 0
     steps = f"{s['steps']} step{'s' if s['steps'] != 1 else ''}"
+    stopped = f"stopped early ({s['interrupted']}): " if s["interrupted"] else ""
     print(
-        f"\n{'stopped early (Ctrl-C): ' if s['interrupted'] else ''}"
+        f"\n{stopped}"
         f"{steps}, {s['tokens_seen']:,} tokens seen in {s['wall_seconds']:.0f} s "
         f"({s['tokens_per_second']:,.0f} tokens/s)\n"
         f"final train loss {s['train_loss']:.3f}, val loss {s['val_loss']:.3f} "
@@ -106,27 +130,39 @@ def main(args: Args) -> int:
     )
     if not s["plot"]:
         print("(no loss.png: install matplotlib, e.g. pip install 'gptref[plot]')")
+    if s["interrupted"]:  # saved and resumable, but not finished: say so to the shell
+        return 128 + getattr(signal, s["interrupted"])
     return 0
 
 
 class StopOnInterrupt:
-    """First Ctrl-C: finish the current step, checkpoint, stop. Second: abort at once."""
+    """Ctrl-C, SIGTERM (a scheduler's preemption) or SIGHUP (a closed terminal): finish the
+    current step, checkpoint, stop; ``requested`` is the signal's name. A second one aborts."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
     def __init__(self, say: Callable[[str], None]) -> None:
-        self.requested, self.say, self.previous = False, say, None
+        self.requested, self.say, self.previous = None, say, {}
 
     def __enter__(self) -> StopOnInterrupt:
-        self.previous = signal.signal(signal.SIGINT, self._handle)
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self.previous[number] = signal.signal(number, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self.previous)
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        self.say("interrupted: finishing this step, then saving a checkpoint (Ctrl-C again aborts)")
+        self.requested = signal.Signals(signum).name
+        self.say(
+            f"{self.requested}: finishing this step, then saving a checkpoint "
+            "(a second signal aborts)"
+        )
 
 
 def train_run(
@@ -141,6 +177,9 @@ def train_run(
     progress: bool = True,
     say: Callable[[str], None] = print,
     given: frozenset[str] = frozenset(),
+    overwrite: bool = False,
+    checkpoint_every: int | None = None,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Train as ``run`` says, writing the run directory ``out`` -> the summary dict.
 
@@ -149,13 +188,19 @@ def train_run(
     one line. Under torchrun (``WORLD_SIZE > 1``) every process runs this: each trains on its
     shard with DDP (``run.batch_size`` per process, so the global batch is ``batch_size *
     world_size``) and rank 0 alone prints, writes the run directory and checkpoints.
+
+    A new run needs a new or empty ``out`` (``overwrite`` starts an earlier run there over);
+    the run directory is locked while this runs. Checkpoints: every ``checkpoint_every``
+    steps, or by default at an evaluation when a minute passed since the last one; always
+    at the end and when a signal stops the run.
     """
     from gptref import distributed
 
     group = distributed.init(device) if distributed.launched() else None
     try:
+        options = {"overwrite": overwrite, "checkpoint_every": checkpoint_every, "verify": verify}
         summary = _train_run(run, group, texts, data, Path(out), device, prompt, resume, progress,
-                             say, given)  # fmt: skip
+                             say, given, options)  # fmt: skip
     except BaseException:
         distributed.shutdown()  # at once: the other ranks' collectives fail and they exit too
         raise
@@ -192,22 +237,38 @@ def _resumed(path: Path, run: RunConfig, corpus, given: frozenset[str], say) -> 
     return record.run
 
 
-def _train_run(run, group, texts, data, out, device, prompt, resume, progress, say, given):
+def _train_run(run, group, texts, data, out, device, prompt, resume, progress, say, given, options):
+    from gptref.rundir import claim, locked
+
+    out = Path(resume) if resume is not None else out
+    if group is not None and group.rank != 0:  # rank 0 owns the directory for all
+        return _train(run, group, texts, data, out, device, prompt, resume, progress, say, given,
+                      options)  # fmt: skip
+    with locked(out):
+        if resume is None:
+            claim(out, overwrite=options["overwrite"])
+        return _train(run, group, texts, data, out, device, prompt, resume, progress, say, given,
+                      options)  # fmt: skip
+
+
+def _train(run, group, texts, data, out, device, prompt, resume, progress, say, given, options):
     import torch
     from tqdm.auto import tqdm
 
     from gptref import distributed
+    from gptref.checkpoint import saved_step
     from gptref.commands.common import run_loaders
     from gptref.data import GOLDEN
     from gptref.generation import generate
     from gptref.loop import train
     from gptref.loss import perplexity
+    from gptref.memory import check_fits_memory, estimate_training_memory
     from gptref.model import GPTModel
     from gptref.plot import plot_losses
     from gptref.rng import isolated_rng
     from gptref.rundir import CHECKPOINT, MetricsLog, RunRecord
     from gptref.schedule import lr_at
-    from gptref.step import evaluate
+    from gptref.step import NonFiniteError, evaluate
     from gptref.tokenizer import text_to_token_ids, token_ids_to_text
     from gptref.tokens import TextCorpus, open_corpus
 
@@ -216,10 +277,10 @@ def _train_run(run, group, texts, data, out, device, prompt, resume, progress, s
     if not main_rank:
         say, progress = (lambda _msg: None), False
     dev = group.device if group else resolve_device(device)
-    corpus = open_corpus(texts, data, run.train_ratio)
+    corpus = open_corpus(texts, data, run.train_ratio, verify=options["verify"],
+                         progress=progress)  # fmt: skip
     say(f"gptref: training on {corpus.name}")
     if resume is not None:
-        out = Path(resume)
         run = _resumed(out, run, corpus, given, say)
         if isinstance(corpus, TextCorpus):  # the run's own split
             corpus = dataclasses.replace(corpus, train_ratio=run.train_ratio)
@@ -229,10 +290,17 @@ def _train_run(run, group, texts, data, out, device, prompt, resume, progress, s
     )
     steps_per_epoch = len(train_loader)
     total = run.total_steps(steps_per_epoch)
+    if resume is not None and saved_step(out / CHECKPOINT) >= total:
+        return {"complete": True, "steps": total, "run_dir": str(out), "rank": rank}
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
         RunRecord(run, mcfg.to_dict(), corpus.record(), world_size).write(out)
 
+    need = estimate_training_memory(mcfg, run.batch_size, autocast=run.fast.dtype if
+                                    run.fast.dtype != "float32" else None, device=dev.type).total  # fmt: skip
+    check_fits_memory(need, f"training {run.preset} at --batch-size {run.batch_size}, --context "
+                      f"{mcfg.context_length}", "use a smaller --batch-size or --context (gptref "
+                      "plan finds the largest that fits)", device=dev.type)  # fmt: skip
     torch.manual_seed(run.seed)
     base_model = GPTModel(mcfg).to(dev)
     if world_size > 1:  # same initial weights everywhere, a dropout stream per rank
@@ -269,6 +337,15 @@ def _train_run(run, group, texts, data, out, device, prompt, resume, progress, s
         bar.set_postfix(loss=f"{info['result'].loss:.3f}", tok_s=f"{rate:,.0f}")
         if main_rank:
             metrics.update(info["history"])
+        history = info["history"]
+        if history.steps and history.steps[-1] == info["step"]:
+            losses = (history.train_losses[-1], history.val_losses[-1])
+            if not all(math.isfinite(x) for x in losses):  # before this step could be saved
+                raise NonFiniteError(
+                    f"training diverged: the evaluation at step {info['step']} gave train loss "
+                    f"{losses[0]}, val loss {losses[1]}; no checkpoint of it is saved (the last "
+                    "one is kept): lower --lr or --weight-decay, or set --grad-clip"
+                )
         return stopper.requested
 
     with StopOnInterrupt(write) as stopper:
@@ -277,7 +354,8 @@ def _train_run(run, group, texts, data, out, device, prompt, resume, progress, s
             num_epochs=run.num_epochs, eval_freq=run.eval_freq, eval_iter=run.eval_iter,
             start_context=prompt, schedule=schedule, grad_clip=run.grad_clip,
             max_steps=run.max_steps, autocast_dtype=run.fast.autocast_dtype,
-            checkpoint_dir=out / CHECKPOINT,
+            checkpoint_dir=out / CHECKPOINT, checkpoint_every=options["checkpoint_every"],
+            checkpoint_seconds=None if options["checkpoint_every"] else CHECKPOINT_SECONDS,
             resume_from=out / CHECKPOINT if resume is not None else None,
             callback=callback, log=write, group=group,
         )  # fmt: skip

@@ -16,7 +16,10 @@ DESCRIPTION = (
 
 @dataclasses.dataclass(frozen=True)
 class ImportArgs:
-    safetensors: str = required("a Hugging Face GPT-2 model.safetensors", metavar="PATH")
+    safetensors: str = required(
+        "a Hugging Face GPT-2 model.safetensors, or the directory save_pretrained wrote (its "
+        "config.json gives the heads)", metavar="PATH",
+    )  # fmt: skip
     out: str = required("the gptref checkpoint directory to write", metavar="DIR")
     n_heads: int | None = setting(
         None, "attention heads (default: GPT-2's for the file's width: 768 -> 12, 1024 -> 16, "
@@ -31,8 +34,12 @@ class ExportArgs:
 
 
 def import_hf(args: ImportArgs) -> int:
-    from gptref.weights import import_hf
+    from gptref.weights import hf_files, import_hf
 
+    file, hf_config = hf_files(args.safetensors)
+    if args.n_heads is None and hf_config is not None:
+        print(f"read {file.parent / 'config.json'}: n_head {hf_config['n_head']}, n_embd "
+              f"{hf_config['n_embd']}, n_layer {hf_config['n_layer']}")  # fmt: skip
     print(f"wrote gptref checkpoint {import_hf(args.safetensors, args.out, n_heads=args.n_heads)}")
     return 0
 
