@@ -40,6 +40,7 @@ class Case:
     usage: bool = False  # an argparse usage error: the line ends with "see `gptref ... --help`"
     process: bool = False  # run in a limited subprocess (unbounded reads, memory)
     timeout: float = 120  # seconds, for a subprocess (a FIFO blocks: it gets 30)
+    memory: int = 6 << 30  # bytes of address space, for a subprocess
 
 
 T = "train --text {corpus} " + " ".join(TINY) + " --max-steps 2 --out {fresh}"
@@ -133,10 +134,17 @@ CASES: dict[str, Case] = {
     "train --book --text missing": Case(
         "train --book --text {missing} --out {fresh}", ("{missing}",)
     ),  # fmt: skip
-    "train out of memory (124M, batch 64 x 1024, 6 GiB limit)": Case(
+    "train needing more memory than the machine has (124M, batch 64 x 1024)": Case(
         "train --preset 124M --context 1024 --batch-size 64 --max-steps 1 --no-progress --out {fresh}",
-        ("memory",),
+        ("--batch-size|memory",),
         process=True,
+    ),
+    # within the machine's memory but over a 3 GiB address-space limit: the allocator fails
+    "train out of memory in a step (124M, batch 2 x 1024, 3 GiB limit)": Case(
+        "train --preset 124M --context 1024 --batch-size 2 --max-steps 1 --no-progress --out {fresh}",
+        ("--batch-size|memory",),
+        process=True,
+        memory=3 << 30,
     ),  # fmt: skip
     # ---- eval
     "eval without --checkpoint": Case("eval", ("--checkpoint",), usage=True),
@@ -157,7 +165,9 @@ CASES: dict[str, Case] = {
     "generate --max-new-tokens abc": Case(G + " --max-new-tokens abc", ("abc",), usage=True),
     "generate --temperature -1": Case(G + " --temperature -1", ("--temperature", "-1")),
     "generate --temperature nan": Case(G + " --temperature nan", ("--temperature", "nan")),
-    "generate --temperature 1e-45": Case(G + " --temperature 1e-45", ("--temperature", "1e-45")),
+    "generate --temperature 1e-45": Case(
+        G + " --temperature 1e-45", ("--temperature|temperature", "1e-45")
+    ),
     "generate --top-k 0": Case(G + " --temperature 1 --top-k 0", ("--top-k", "0")),
     "generate --top-k -5": Case(G + " --temperature 1 --top-k -5", ("--top-k", "-5")),
     "generate --top-k 10**12": Case(
@@ -387,7 +397,7 @@ def test_a_bad_input_is_one_line_exit_2_naming_the_value(name, files, tmp_path):
     argv = argv_of(case, files, tmp_path / "fresh")
     named = tuple(n.format(**files) for n in case.named)
     if case.process:
-        result = limited(argv, memory=6 << 30, timeout=case.timeout)
+        result = limited(argv, memory=case.memory, timeout=case.timeout)
     else:
         try:
             result = cli(argv)
