@@ -155,9 +155,6 @@ CASES: dict[str, Case] = {
     "eval --text too short": Case("eval --checkpoint {run} --text {short}", ("16",)),
     "eval --device tpu": Case("eval --checkpoint {run} --device tpu", ("tpu",), usage=True),
     "eval of non-finite weights": Case("eval --checkpoint {nanrun} --text {corpus}", ()),
-    "eval --text /dev/zero": Case(
-        "eval --checkpoint {run} --text /dev/zero", ("/dev/zero",), process=True
-    ),  # fmt: skip
     # ---- generate
     "generate without --prompt": Case("generate --checkpoint {run}", ("--prompt",), usage=True),
     "generate --prompt ''": Case("generate --checkpoint {run} --prompt ''", ("--prompt",)),
@@ -389,7 +386,11 @@ def test_the_table_has_at_least_60_bad_inputs_across_every_subcommand():
     assert {"train", "eval", "generate", "prepare", "bench", "plan", "weights", "conformance"} <= commands  # fmt: skip
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# rows in a process of their own take seconds each: marked slow (CI runs them all)
+ROWS = [pytest.param(name, marks=[pytest.mark.slow] if case.process else []) for name, case in CASES.items()]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ROWS)
 def test_a_bad_input_is_one_line_exit_2_naming_the_value(name, files, tmp_path):
     """exit 2; one stderr line; no traceback; the value (and flag) named; for a usage
     error, the line ends pointing at the command's --help and no usage block is printed."""

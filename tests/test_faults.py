@@ -54,6 +54,8 @@ from tests.faultlib import (
     words,
 )
 
+pytestmark = pytest.mark.slow  # every test here runs gptref in subprocesses
+
 THOROUGH = os.environ.get("GPTREF_THOROUGH", "") not in ("", "0") or (
     os.environ.get("HYPOTHESIS_PROFILE") == "thorough"
 )

@@ -46,7 +46,9 @@ TINY = ["--preset", "tiny", "--context", "16", "--batch-size", "4", "--eval-freq
 # per test become 20 here (the thorough profile keeps its 1000), and there is no shrink phase:
 # shrinking a mutant of a 13 MB file runs for Hypothesis's whole 5-minute limit, and the
 # drawn mutation is already printed in words (file, kind, offsets).
-EXAMPLES = settings().max_examples if settings().max_examples > 100 else min(settings().max_examples, 20)  # fmt: skip
+# GPTREF_HOSTILE_EXAMPLES overrides both (a longer tally without the profile's 1000).
+_PROFILE = settings().max_examples
+EXAMPLES = int(os.environ.get("GPTREF_HOSTILE_EXAMPLES") or (_PROFILE if _PROFILE > 100 else min(_PROFILE, 20)))  # fmt: skip
 mutant_settings = settings(
     max_examples=EXAMPLES, deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
