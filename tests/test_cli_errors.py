@@ -195,6 +195,12 @@ CASES: dict[str, Case] = {
     "prepare --text a FIFO": Case(
         "prepare --text {fifo} --out {fresh}", ("{fifo}",), process=True, timeout=30
     ),
+    "train --text 17M characters without whitespace": Case(
+        "train --text {longrun} --out {fresh} --no-progress",
+        ("{longrun}",),
+        process=True,
+        timeout=90,
+    ),
     # ---- bench
     "bench --batch-sizes 1,x": Case(
         "bench --preset tiny --batch-sizes 1,x", ("'x'", "--batch-sizes")
@@ -343,6 +349,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     (base / "utf16.txt").write_text(words(200), encoding="utf-16")
     (base / "empty.txt").write_text("")
     (base / "short.txt").write_text("the quick fox")
+    (base / "longrun.txt").write_text("ab" * (17 << 19) + "\n")  # 17M characters, no whitespace
     os.mkfifo(base / "fifo")
     hf = hf_model_dir(base / "hf", HF_CONFIG)
     hf_model_dir(base / "hf_no_head", {k: v for k, v in HF_CONFIG.items() if k != "n_head"})
@@ -352,7 +359,7 @@ def files(tmp_path_factory) -> dict[str, str]:
              "userdir2": userdir2, "runcopy": base / "runcopy",
              "hf_no_head": base / "hf_no_head", "hf_bad_json": base / "hf_bad_json",
              "missing": base / "missing-thing", "fifo": base / "fifo"}  # fmt: skip
-    for name in ("latin1", "utf16", "empty", "short"):
+    for name in ("latin1", "utf16", "empty", "short", "longrun"):
         names[name] = base / f"{name}.txt"
     return {k: str(v) for k, v in names.items()}
 

@@ -288,6 +288,12 @@ def legacy_run(run, tmp_path_factory) -> Path:
     return out
 
 
+def test_a_checkpoint_in_the_0_1_layout_still_loads_the_same_tensors(run, legacy_run):
+    """The newest snapshot's files directly in RUN/checkpoint (gptref 0.1's layout) load
+    exactly the tensors of the run they came from."""
+    assert same_tensors(state_dict_of(legacy_run), state_dict_of(run))
+
+
 def acceptable_states(run: Path) -> list[dict[str, torch.Tensor]]:
     """The tensors a mutant may load: the run's checkpoint, or any complete snapshot in it."""
     states = [state_dict_of(run)]
