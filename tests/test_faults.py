@@ -602,7 +602,9 @@ def test_sigkill_in_a_resume_before_and_during_its_saves(reference, corpus, tmp_
 
 
 @thorough
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name
+)
 def test_each_stop_signal_at_random_steps_resumes_bitwise(sig, reference, corpus, tmp_path):
     """SIGINT, SIGTERM, SIGHUP, each at two random steps: exit 128 + signal, a checkpoint,
     --resume bitwise equal."""
