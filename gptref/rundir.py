@@ -6,6 +6,7 @@ read it::
     metrics.jsonl   one JSON record per evaluation (step, epoch, epochs_seen, tokens_seen,
                     train_loss, val_loss, lr), rewritten atomically as it grows
     loss.png        the book's loss figure
+    summary.json    the run's end: final losses, tokens, wall and training time, tokens/s
     checkpoint/     the checkpoints (``gptref.checkpoint``'s format, ``gptref.snapshots``' layout)
     .lock           held by the process writing the run
 
@@ -31,7 +32,7 @@ from gptref.model import GPTConfig, GPTModel
 from gptref.state import History
 
 CHECKPOINT, CONFIG, METRICS, PLOT = "checkpoint", "config.json", "metrics.jsonl", "loss.png"
-LOCK = ".lock"
+LOCK, SUMMARY = ".lock", "summary.json"
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def claim(directory: Path, *, overwrite: bool = False) -> None:
             f"{directory} holds a gptref run already; continue it with --resume {directory}, "
             "or start it over with --overwrite"
         )
-    for name in (CONFIG, METRICS, PLOT):
+    for name in (CONFIG, METRICS, PLOT, SUMMARY):
         (directory / name).unlink(missing_ok=True)
     shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
 
