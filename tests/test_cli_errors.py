@@ -146,6 +146,25 @@ CASES: dict[str, Case] = {
         process=True,
         memory=3 << 30,
     ),  # fmt: skip
+    # ---- eval
+    "eval without --checkpoint": Case("eval", ("--checkpoint",), usage=True),
+    "eval --checkpoint missing": Case("eval --checkpoint {missing}", ("{missing}",)),
+    "eval --checkpoint an empty directory": Case("eval --checkpoint {emptydir}", ("{emptydir}",)),
+    "eval --checkpoint a file": Case("eval --checkpoint {corpus}", ("{corpus}",)),
+    "eval --text missing": Case("eval --checkpoint {run} --text {missing}", ("{missing}",)),
+    "eval --text too short": Case("eval --checkpoint {run} --text {short}", ("16",)),
+    "eval --device tpu": Case("eval --checkpoint {run} --device tpu", ("tpu",), usage=True),
+    "eval of non-finite weights": Case("eval --checkpoint {nanrun} --text {corpus}", ()),
+    # ---- generate
+    "generate without --prompt": Case("generate --checkpoint {run}", ("--prompt",), usage=True),
+    "generate --prompt ''": Case("generate --checkpoint {run} --prompt ''", ("--prompt",)),
+    "generate --max-new-tokens -1": Case(G + " --max-new-tokens -1", ("--max-new-tokens", "-1")),
+    "generate --max-new-tokens abc": Case(G + " --max-new-tokens abc", ("abc",), usage=True),
+    "generate --temperature -1": Case(G + " --temperature -1", ("--temperature", "-1")),
+    "generate --temperature nan": Case(G + " --temperature nan", ("--temperature", "nan")),
+    "generate --temperature 1e-45": Case(
+        G + " --temperature 1e-45", ("--temperature|temperature", "1e-45")
+    ),
     "generate --top-k 0": Case(G + " --temperature 1 --top-k 0", ("--top-k", "0")),
     "generate --top-k -5": Case(G + " --temperature 1 --top-k -5", ("--top-k", "-5")),
     "generate --top-k 10**12": Case(
