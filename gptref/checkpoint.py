@@ -39,7 +39,7 @@ from torch import nn
 
 from gptref import snapshots
 from gptref._check import check_int, few, one_line
-from gptref._io import fsync_file
+from gptref._io import fsync_file, read_json_object
 from gptref.rng import capture_rng
 
 FORMAT = "gptref.checkpoint"
@@ -315,11 +315,8 @@ def is_complete(path: Path) -> bool:
 def _manifest(path: Path) -> dict[str, Any]:
     """``path``'s manifest, its structure checked -> it; ValueError naming what is wrong."""
     where, file = "load_checkpoint", path / MANIFEST
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{where}: {file} is corrupted: {one_line(e, kind=True)}") from e
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+    manifest = read_json_object(file, where, "is corrupted")
+    if not isinstance(manifest.get("files"), dict):
         raise ValueError(f"{where}: {file} is corrupted: not a manifest (no 'files' table)")
     fmt, version = manifest.get("format"), manifest.get("version")
     if fmt != FORMAT or version != VERSION:
