@@ -75,7 +75,9 @@ def _setup(case: dict, appendix_d: bool):
 
     train, val = pairs(case["n_train"]), pairs(case["n_val"])
     scale = 8.0 if appendix_d else 1.0  # large gradients: clipping to norm 1 shows
-    model = models.ProbeGPT(VOCAB, CONTEXT, drop_rate=case["drop_rate"], seed=case["seed"], scale=scale)  # fmt: skip
+    # in eval mode, as the book leaves its model before training (chapter 5 evaluates the
+    # untrained model first): the loop must switch to train mode itself
+    model = models.ProbeGPT(VOCAB, CONTEXT, drop_rate=case["drop_rate"], seed=case["seed"], scale=scale).eval()  # fmt: skip
     optimizer = make_optimizer(model, case, appendix_d)
     if appendix_d:
         opt_code = f"torch.optim.SGD(model.parameters(), lr={case['peak_lr']})"
@@ -84,7 +86,7 @@ def _setup(case: dict, appendix_d: bool):
     train_loader = DataLoader(train, batch_size=b, shuffle=True, drop_last=True)
     val_loader = DataLoader(val, batch_size=b, shuffle=False, drop_last=False)
     setup = [
-        f"model = {show(model)}",
+        f"model = {show(model)}.eval()",
         f"optimizer = {opt_code}",
         f"train_loader = torch.utils.data.DataLoader({show(train)}, batch_size={b}, shuffle=True, drop_last=True)",  # fmt: skip
         f"val_loader = torch.utils.data.DataLoader({show(val)}, batch_size={b}, shuffle=False, drop_last=False)",  # fmt: skip
@@ -204,8 +206,9 @@ def test_train_model_simple_evaluates_every_eval_freq_steps_and_counts_tokens_se
 @given(case=loop_cases())
 @settings(max_examples=12)
 def test_train_model_simple_switches_train_and_eval_mode_like_the_book(impl, case):
-    """Updates run in train mode with grad; evaluations and the 50-token sample after each
-    epoch in eval mode without grad; the model ends in train mode."""
+    """Updates run in train mode with grad (from a model handed over in eval mode);
+    evaluations and the 50-token sample after each epoch in eval mode without grad; the model
+    ends in train mode."""
     check_calls(run_both(impl, case))
 
 

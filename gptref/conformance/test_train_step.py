@@ -5,6 +5,8 @@ one SGD step. Ignored targets are the declared IGNORE_INDEX."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -108,6 +110,37 @@ def test_train_step_accumulation_gives_the_declared_update(impl, seed, data):
     x, y = data.draw(step_batches(ignore_index=impl.ignore_index, ignore=token), label="batch")
     k = data.draw(st.integers(1, x.shape[0]), label="accumulation_steps")
     check_sgd_step(impl, seed, x, y, accumulation_steps=k)
+
+
+@book
+@uses("train_step")
+@given(seed=st.integers(0, 2**16), data=st.data())
+@settings(max_examples=10)
+def test_two_consecutive_train_steps_equal_two_sgd_steps(impl, seed, data):
+    """Two train_step calls on one model and optimizer are two oracle SGD steps, the second
+    from the first's parameters: nothing the first step leaves behind (gradients, the lr it
+    set) changes the second. The second call passes no lr: the optimizer's own applies."""
+    first = data.draw(step_batches(ignore_index=impl.ignore_index), label="first batch")
+    second = data.draw(step_batches(ignore_index=impl.ignore_index), label="second batch")
+    call, model = sgd_step_call(impl, seed, *first)
+    twin = copy.deepcopy(model)
+    call()
+    again = Call(
+        impl, "train_step", *call.args[:2], *second, "cpu", setup=[*call.setup, call.code()]
+    )
+    result = again()
+    for x, y in (first, second):
+        loss, _, new = oracle_sgd_step(twin, x, y, LR, None, impl.ignore_index)
+        with torch.no_grad():
+            for p, q in zip(twin.parameters(), new, strict=True):
+                p.copy_(q)
+    again.close(result.loss, loss, "the second step's loss (before its update)", rtol=LOSS_RTOL, atol=1e-6)  # fmt: skip
+    for (name, p), want in zip(model.named_parameters(), twin.parameters(), strict=True):
+        want = want.detach().double()
+        err = (p.detach().double() - want).abs() - PARAM_RTOL * want.abs()
+        if float(err.max()) > PARAM_ATOL:
+            i = int(err.argmax())
+            again.fail(f"parameter {name} after two steps, entry {i}", float(want.flatten()[i]), float(p.detach().flatten()[i]))  # fmt: skip
 
 
 @book
