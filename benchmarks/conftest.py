@@ -5,38 +5,15 @@ Run with ``python -m pytest benchmarks`` (never collected by plain ``pytest``).
 
 from __future__ import annotations
 
-import os
-import platform
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    return match.group(1).strip() if match else "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    info = {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_version": torch.__version__,
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    return info
+from gptref.bench import machine_info as gptref_machine_info
 
 
 def pytest_benchmark_update_machine_info(config, machine_info: dict) -> None:  # noqa: ARG001
-    machine_info.update(globals()["machine_info"]())
+    machine_info.update(gptref_machine_info())
 
 
 def _status_kib(field: str) -> int:

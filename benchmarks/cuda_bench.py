@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from gptref.bench import compare_paths, format_comparison, format_table, machine_info, run_bench
+from gptref.fast import REFERENCE
 from gptref.model import GPT_CONFIG_124M
 
 
@@ -61,14 +63,14 @@ def main(out: Path) -> None:
     print("ceilings:", log.read_text().splitlines()[-1], flush=True)
 
     # 1. fast paths side by side, GPT-124M, context 1024, batch 16
-    fast = {"dtype": "bfloat16", "attn": "sdpa", "optimizer": "fused"}
+    fast = REFERENCE.replace(dtype="bfloat16", attn="sdpa", optimizer="fused")
     variants = {
-        "fp32 reference": {},
-        "tf32 reference": {"tf32": True},
+        "fp32 reference": REFERENCE,
+        "tf32 reference": REFERENCE.replace(tf32=True),
         "bf16 + sdpa + fused AdamW": fast,
-        "... + vocab pad 64": {**fast, "vocab_pad": 64},
-        "... + compile + vocab pad 64": {**fast, "compile": True, "vocab_pad": 64},
-        "nanoGPT-style, bf16 + fused + compile": {**fast, "compile": True, "model": "benchmarks.nanogpt_style:NanoGPT"},
+        "... + vocab pad 64": fast.replace(vocab_pad=64),
+        "... + compile + vocab pad 64": fast.replace(compile=True, vocab_pad=64),
+        "nanoGPT-style, bf16 + fused + compile": {**asdict(fast), "compile": True, "model": "benchmarks.nanogpt_style:NanoGPT"},
     }  # fmt: skip
     rows = []
     for name, settings in variants.items():
@@ -91,7 +93,7 @@ def main(out: Path) -> None:
     # 2. batch sweep of the fastest path (compile + pad), memory measured by the allocator
     sweep = run_bench(
         "124M", 1024, [32], ["cuda"], ["bfloat16"], ["sdpa"], 10, progress=False,
-        warmup=3, optimizer="fused", compile=True, vocab_pad=64,
+        warmup=3, fast=fast.replace(compile=True, vocab_pad=64),
     )  # fmt: skip
     for r in sweep:
         record("sweep", r)
@@ -105,13 +107,9 @@ def mfu(out: Path) -> None:
     the book's 124M config has drop_rate 0.1): what MFU the model reaches on this card."""
     out.mkdir(parents=True, exist_ok=True)
     log = out / "cuda_mfu.jsonl"
-    fast = {
-        "dtype": "bfloat16",
-        "attn": "sdpa",
-        "optimizer": "fused",
-        "compile": True,
-        "vocab_pad": 64,
-    }
+    fast = REFERENCE.replace(
+        dtype="bfloat16", attn="sdpa", optimizer="fused", compile=True, vocab_pad=64
+    )
     rows = []
     for drop, batch in ((0.0, 32), (0.0, 64)):
         cfg = {**GPT_CONFIG_124M, "drop_rate": drop}

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from gptref.data import create_dataloader, split
+from gptref.data import split
+from gptref.loader import create_dataloader
+from gptref.loop import train
 from gptref.model import GPT_CONFIG_124M, GPTModel
 from gptref.tokenizer import gpt2_tokenizer
-from gptref.train import train
 
 BOOK_LOG = """\
 Ep 1 (Step 000000): Train loss 9.781, Val loss 9.933

@@ -20,20 +20,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptref.bench import compare_paths, write_results
+from gptref.fast import FAST, REFERENCE
 
 RESULTS = Path(__file__).parent / "results"
 ROUNDS = 2
-FAST = {"attn": "sdpa", "optimizer": "fused", "fused_layers": True}
 VARIANTS = {
-    "fp32 reference": {},
-    "fp32 fast": FAST,
+    "fp32 reference": REFERENCE,
+    "fp32 fast": FAST.replace(dtype="float32"),
     "nanoGPT-style fp32": {
         "attn": "sdpa",
         "optimizer": "fused",
         "model": "benchmarks.nanogpt_style:NanoGPT",
     },
-    "bf16 fast": {**FAST, "dtype": "bfloat16"},
-    "bf16 fast + compile": {**FAST, "dtype": "bfloat16", "compile": True},
+    "bf16 fast": FAST,
+    "bf16 fast + compile": FAST.replace(compile=True),
 }
 
 
@@ -51,14 +51,14 @@ def test_bench_fast_paths_cpu_124m(benchmark):
 
 # one path at a time against the reference, on the small preset (context 128, batch 8)
 EACH = {
-    "fp32 reference": {},
-    "sdpa": {"attn": "sdpa"},
-    "AdamW foreach": {"optimizer": "foreach"},
-    "AdamW fused": {"optimizer": "fused"},
-    "fused LayerNorm/GELU": {"fused_layers": True},
-    "vocab pad 64": {"vocab_pad": 64},
-    "bf16 autocast": {"dtype": "bfloat16"},
-    "compile": {"compile": True},
+    "fp32 reference": REFERENCE,
+    "sdpa": REFERENCE.replace(attn="sdpa"),
+    "AdamW foreach": REFERENCE.replace(optimizer="foreach"),
+    "AdamW fused": REFERENCE.replace(optimizer="fused"),
+    "fused LayerNorm/GELU": REFERENCE.replace(fused_layers=True),
+    "vocab pad 64": REFERENCE.replace(vocab_pad=64),
+    "bf16 autocast": REFERENCE.replace(dtype="bfloat16"),
+    "compile": REFERENCE.replace(compile=True),
 }
 
 

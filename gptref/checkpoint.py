@@ -1,28 +1,24 @@
-"""Checkpoints: a directory of safetensors weights + training state, written atomically.
+"""Checkpoints: safetensors weights + training state, verified on every load.
 
-Layout of a checkpoint directory::
+A checkpoint directory holds snapshots and a pointer to the current one, replaced so that
+at every instant a complete checkpoint is where the loader looks (``gptref.snapshots``).
+The files of one snapshot::
 
     model.safetensors   the model's state dict (parameters and persistent buffers, e.g. the
                         attention ``mask``); aliased entries are stored once (see below)
     state.pt            step, epoch, batch_in_epoch, history, optimizer state, RNG states,
                         extra: tensors and plain containers only, so it loads with
                         ``torch.load(weights_only=True)``
-    config.json         the model config as a JSON object
+    config.json         the model config as a JSON object (``GPTConfig.to_dict()``); a
+                        run's other settings live in its run directory (``gptref.rundir``)
     manifest.json       written last: format, version and each file's size and SHA-256
 
-Atomicity: everything is written into ``<name>.tmp-<pid>-<random>`` beside the target
-and fsynced, the manifest last; then an existing checkpoint is renamed to
-``<name>.old-<pid>-<random>``, the new one renamed to ``<name>`` and the old one deleted.
-A save interrupted before the renames leaves the previous checkpoint untouched (and at
-most a ``.tmp-`` directory, which fails to load until its manifest is written). A crash in
-the instant between the two renames leaves no ``<name>`` but both complete copies beside
-it; ``load_checkpoint`` names them. Loading verifies every file against the manifest, so
-a missing, truncated or altered file is a ValueError, never a silently wrong model.
-One writer per path at a time.
+Each file is fsynced, the manifest written last and the directory fsynced before the
+snapshot is renamed into place and the pointer moved to it. Loading verifies every file
+against the manifest (sizes, SHA-256, no symlinks), so a missing, truncated or altered
+file is a one-line ValueError naming it, never a silently wrong model.
 
-``save_state_dict`` / ``load_state_dict`` read and write the book's ``.pth`` files
-(``torch.save(model.state_dict(), "model.pth")`` and chapter 5's ``{"model_state_dict",
-"optimizer_state_dict"}`` dict) in both directions.
+The book's ``.pth`` files are ``gptref.pth``'s.
 """
 
 from __future__ import annotations
@@ -31,10 +27,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import random
-import secrets
-import shutil
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -44,6 +36,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from gptref import snapshots
+from gptref._check import check_int, few, one_line
+from gptref._io import fsync_file
+from gptref.rng import capture_rng
 
 FORMAT = "gptref.checkpoint"
 VERSION = 1
@@ -64,8 +61,10 @@ def save_checkpoint(
     history: Any,
     batch_in_epoch: int = 0,
     extra: Mapping[str, Any] | None = None,
+    keep: int = 2,
 ) -> Path:
-    """Write a checkpoint directory at ``path`` atomically (replacing an older one) -> Path.
+    """Save a new snapshot into the checkpoint directory ``path`` and make it the current one
+    (the last ``keep`` are kept) -> ``path``.
 
     ``step``: optimizer updates done so far (the next update's ``global_step``);
     ``epoch``: the epoch in progress (0-based); ``batch_in_epoch``: batches of that
@@ -79,7 +78,7 @@ def save_checkpoint(
     """
     path = Path(path)
     for name, value in (("step", step), ("epoch", epoch), ("batch_in_epoch", batch_in_epoch)):
-        _check_count("save_checkpoint", name, value)
+        check_int("save_checkpoint", name, value, low=0)
     config_json = _config_json(config)
     history = _as_dict("save_checkpoint", "history", history)
     extra = {} if extra is None else _as_dict("save_checkpoint", "extra", extra)
@@ -97,11 +96,10 @@ def save_checkpoint(
         "rng": capture_rng(),
         "extra": extra,
     }
+    check_int("save_checkpoint", "keep", keep, low=1)
     _check_replaceable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+
+    def write(tmp: Path) -> None:
         metadata = {_ALIASES_KEY: json.dumps(aliases, sort_keys=True)}
         _write_file(tmp / WEIGHTS, lambda file: save_file(tensors, str(file), metadata=metadata))
         _write_file(tmp / STATE, lambda file: torch.save(state, file))
@@ -115,12 +113,22 @@ def save_checkpoint(
         # the manifest is the commit record: a directory without it is never loadable
         manifest_json = json.dumps(manifest, indent=2)
         _write_file(tmp / MANIFEST, lambda file: file.write_text(manifest_json, encoding="utf-8"))
-        _fsync_dir(tmp)
-        _move_into_place(tmp, path)
-    except BaseException:
-        _remove_tree(tmp)
-        raise
+
+    snapshots.commit(path, step, write, keep)
     return path
+
+
+def snapshot(path: str | os.PathLike) -> Path:
+    """The directory holding the current snapshot's files in the checkpoint directory ``path``
+    (``path`` itself for a checkpoint of gptref 0.1); ValueError when there is none."""
+    path = Path(path)
+    found = snapshots.current(path, is_complete)
+    if found is None:
+        left = snapshots.leftovers(path)
+        hint = f"; an interrupted save left {left}" if left else ""
+        where = "no checkpoint directory at" if not path.is_dir() else "no complete checkpoint in"
+        raise ValueError(f"load_checkpoint: {where} {path}{hint}")
+    return found
 
 
 def load_checkpoint(
@@ -135,17 +143,16 @@ def load_checkpoint(
     ValueError naming the path. RNG states are *not* restored here: call
     ``restore_rng(state)`` right before training resumes.
     """
-    path = Path(path)
+    path = snapshot(path)
     _verify(path)
     tensors = _read_weights(path / WEIGHTS)
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
-        config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+        config = _model_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
     except Exception as e:  # the digests matched, so the writer itself was broken
-        raise ValueError(f"load_checkpoint: {path} is unreadable: {_one_line(e)}") from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"load_checkpoint: {path / STATE} is not gptref training state")
-    _check_fits(f"load_checkpoint: {path / WEIGHTS}", model, tensors)
+        raise ValueError(f"load_checkpoint: {path} is unreadable: {one_line(e, kind=True)}") from e
+    _check_state(path / STATE, state)
+    check_fits(f"load_checkpoint: {path / WEIGHTS}", model, tensors)
     if optimizer is not None:
         if state["optimizer"] is None:
             raise ValueError(
@@ -157,7 +164,7 @@ def load_checkpoint(
         except (ValueError, KeyError, RuntimeError) as e:
             raise ValueError(
                 f"load_checkpoint: the optimizer state in {path} does not fit the optimizer: "
-                f"{_one_line(e)}"
+                f"{one_line(e, kind=True)}"
             ) from e
     model.load_state_dict(tensors)
     return {
@@ -175,103 +182,20 @@ def load_checkpoint(
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """-> the config dict of the checkpoint at ``path`` (verified), to build the model with
     before ``load_checkpoint``: ``GPTModel(GPTConfig.from_dict(load_config(path)))``."""
-    path = Path(path)
+    path = snapshot(path)
     _verify(path)
-    return json.loads((path / CONFIG).read_text(encoding="utf-8"))
-
-
-def capture_rng() -> dict[str, Any]:
-    """-> {"torch": uint8 tensor, "cuda": [uint8 tensor per device], "python": random.getstate()}.
-
-    ``cuda`` is empty when CUDA is not available. numpy's global RNG is not captured
-    (nothing in gptref draws from it)."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {"torch": torch.get_rng_state(), "cuda": list(cuda), "python": random.getstate()}
-
-
-def restore_rng(state: Mapping[str, Any]) -> None:
-    """Set the global RNGs from ``load_checkpoint``'s state (or its ``"rng"`` entry, or
-    ``capture_rng()``): torch CPU, Python ``random``, and CUDA when both the checkpoint and
-    this process have it (a device-count mismatch restores the common devices and warns)."""
-    rng = state.get("rng", state)
-    if "torch" not in rng:
-        raise ValueError(
-            f"restore_rng: expected the state load_checkpoint returns or capture_rng()'s dict, "
-            f"got keys {sorted(rng)}"
-        )
-    torch.set_rng_state(rng["torch"])
-    if "python" in rng:
-        random.setstate(rng["python"])
-    cuda = rng.get("cuda") or []
-    if cuda and torch.cuda.is_available():
-        n = torch.cuda.device_count()
-        if len(cuda) != n:
-            warnings.warn(
-                f"restore_rng: the checkpoint has {len(cuda)} CUDA RNG states, this process sees "
-                f"{n} devices; restoring the first {min(n, len(cuda))}",
-                stacklevel=2,
-            )
-        for device, s in enumerate(cuda[:n]):
-            torch.cuda.set_rng_state(s, device)
-
-
-def save_state_dict(
-    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> Path:
-    """Write the book's ``.pth`` atomically -> Path: ``model.state_dict()``, or with an
-    optimizer chapter 5's ``{"model_state_dict": ..., "optimizer_state_dict": ...}``.
-
-    The book loads it with ``model.load_state_dict(torch.load(path, weights_only=True))``
-    (resp. ``checkpoint["model_state_dict"]``)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"save_state_dict: {path} is a directory; give a file name like model.pth")
-    obj: Any = model.state_dict()
-    if optimizer is not None:
-        obj = {"model_state_dict": obj, "optimizer_state_dict": optimizer.state_dict()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        _write_file(tmp, lambda file: torch.save(obj, file))
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+        return _model_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
+    except ValueError as e:
+        raise ValueError(f"load_config: {path / CONFIG} is not JSON: {one_line(e)}") from None
 
 
-def load_state_dict(
-    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-) -> None:
-    """Load a book-format ``.pth`` (a state dict, or chapter 5's ``{"model_state_dict",
-    "optimizer_state_dict"}``) into ``model`` (and ``optimizer``), with ``weights_only=True``."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"load_state_dict: {path} is a directory; for a gptref checkpoint use load_checkpoint"
-        )
-    if not path.is_file():
-        raise ValueError(f"load_state_dict: no file at {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(
-            f"load_state_dict: {path} is not a weights-only torch file: {_one_line(e)}"
-        ) from e
-    optim_state = None
-    if isinstance(obj, Mapping) and "model_state_dict" in obj:
-        obj, optim_state = obj["model_state_dict"], obj.get("optimizer_state_dict")
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"load_state_dict: {path} holds a {type(obj).__name__}, not a state dict")
-    if optimizer is not None and optim_state is None:
-        raise ValueError(
-            f"load_state_dict: {path} has no optimizer_state_dict; load without an optimizer"
-        )
-    _check_fits(f"load_state_dict: {path}", model, obj)
-    if optimizer is not None:
-        optimizer.load_state_dict(optim_state)
-    model.load_state_dict(obj)
+def _model_config(saved: Any) -> Any:
+    """config.json holds the model config; checkpoints that ``gptref train`` wrote before
+    0.2 held the run's whole record there (``{"run", "model", "data", ...}``): its model."""
+    if isinstance(saved, dict) and isinstance(saved.get("model"), dict):
+        return saved["model"]
+    return saved
 
 
 # ---------------------------------------------------------------- weights
@@ -314,21 +238,25 @@ def _read_weights(file: Path) -> dict[str, torch.Tensor]:
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
         aliases = json.loads(metadata.get(_ALIASES_KEY, "{}"))
     except Exception as e:
-        raise ValueError(f"load_checkpoint: {file} is unreadable: {_one_line(e)}") from e
+        raise ValueError(f"load_checkpoint: {file} is unreadable: {one_line(e, kind=True)}") from e
+    if not isinstance(aliases, dict) or not all(
+        isinstance(stored, str) and stored in tensors for stored in aliases.values()
+    ):
+        raise ValueError(f"load_checkpoint: {file} is damaged: its aliases name missing tensors")
     for alias, stored in aliases.items():
         tensors[alias] = tensors[stored]
     return tensors
 
 
-def _check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> None:
+def check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> None:
     """Same keys and shapes as model.state_dict(), checked before anything is copied."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise ValueError(
-            f"{where} does not fit the model: missing {_few(missing)}, unexpected "
-            f"{_few(unexpected)}; build the model from the checkpoint's config"
+            f"{where} does not fit the model: missing {few(missing)}, unexpected "
+            f"{few(unexpected)}; build the model from the checkpoint's config"
         )
     for name, value in expected.items():
         got = tensors[name]
@@ -345,8 +273,7 @@ def _check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> Non
 def _write_file(file: Path, write: Callable[[Path], Any]) -> None:
     """Create ``file`` with ``write(file)`` and fsync it: on disk before anything refers to it."""
     write(file)
-    with open(file, "r+b") as f:
-        os.fsync(f.fileno())
+    fsync_file(file)
 
 
 def _digest(file: Path) -> dict[str, Any]:
@@ -358,92 +285,96 @@ def _digest(file: Path) -> dict[str, Any]:
     return {"bytes": size, "sha256": h.hexdigest()}
 
 
-def _verify(path: Path) -> None:
-    """Raise a one-line ValueError unless ``path`` is a complete, intact checkpoint."""
-    where = "load_checkpoint"
-    if not path.is_dir():
-        leftovers = sorted(p.name for p in path.parent.glob(f"{path.name}.*-*") if p.is_dir())
-        hint = f"; an interrupted save left {leftovers} beside it" if leftovers else ""
-        raise ValueError(f"{where}: no checkpoint directory at {path}{hint}")
-    manifest_file = path / MANIFEST
-    if not manifest_file.is_file():
-        raise ValueError(
-            f"{where}: {path} is not a complete checkpoint: {MANIFEST} is missing "
-            "(an interrupted save, or not a gptref checkpoint)"
-        )
+def is_complete(path: Path) -> bool:
+    """Whether ``path`` holds a finished snapshot (a manifest and files of its sizes): the
+    cheap test ``gptref.snapshots`` uses to pick one; ``_verify`` then checks the digests."""
     try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        files = manifest["files"]
-        fmt, version = manifest["format"], manifest["version"]
-    except Exception as e:
-        raise ValueError(f"{where}: {manifest_file} is corrupted: {_one_line(e)}") from e
+        files = _manifest(path)["files"]
+        return all((path / n).stat().st_size == files[n]["bytes"] for n in _FILES)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    """``path``'s manifest, its structure checked -> it; ValueError naming what is wrong."""
+    where, file = "load_checkpoint", path / MANIFEST
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{where}: {file} is corrupted: {one_line(e, kind=True)}") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ValueError(f"{where}: {file} is corrupted: not a manifest (no 'files' table)")
+    fmt, version = manifest.get("format"), manifest.get("version")
     if fmt != FORMAT or version != VERSION:
         raise ValueError(
             f"{where}: {path} is format {fmt!r} version {version!r}; this gptref reads "
             f"{FORMAT!r} version {VERSION}"
         )
     for name in _FILES:
-        file = path / name
-        if name not in files:
+        entry = manifest["files"].get(name)
+        if entry is None:
             raise ValueError(f"{where}: {MANIFEST} in {path} does not list {name}")
+        if not (isinstance(entry, dict) and type(entry.get("bytes")) is int
+                and isinstance(entry.get("sha256"), str)):  # fmt: skip
+            raise ValueError(f"{where}: {file} is corrupted: the entry of {name} is {entry!r}")
+    return manifest
+
+
+def _verify(path: Path) -> None:
+    """Raise a one-line ValueError unless ``path`` is a complete, intact snapshot."""
+    where = "load_checkpoint"
+    if not (path / MANIFEST).is_file():
+        raise ValueError(
+            f"{where}: {path} is not a complete checkpoint: {MANIFEST} is missing "
+            "(an interrupted save, or not a gptref checkpoint)"
+        )
+    files = _manifest(path)["files"]
+    for name in _FILES:
+        file = path / name
+        if file.is_symlink():
+            raise ValueError(
+                f"{where}: {file} is a symbolic link; a checkpoint holds its own files"
+            )
         if not file.is_file():
             raise ValueError(f"{where}: {path} is not a complete checkpoint: {name} is missing")
         expected, got = files[name], _digest(file)
-        if got["bytes"] != expected["bytes"]:
+        for key, show in (("bytes", lambda n: f"{n} bytes"), ("sha256", lambda h: f"SHA-256 {h[:12]}...")):  # fmt: skip
+            if got[key] != expected[key]:
+                raise ValueError(
+                    f"{where}: {file} is corrupted: {show(got[key])}, the manifest says "
+                    f"{show(expected[key])}"
+                )
+
+
+_STATE_KEYS = {"step": int, "epoch": int, "batch_in_epoch": int, "history": dict,
+               "rng": dict, "extra": dict}  # fmt: skip
+
+
+def _check_state(file: Path, state: Any) -> None:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"load_checkpoint: {file} is not gptref training state")
+    for key, kind in _STATE_KEYS.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise ValueError(
-                f"{where}: {file} is corrupted: {got['bytes']} bytes, the manifest says "
-                f"{expected['bytes']}"
+                f"load_checkpoint: {file} is damaged: {key!r} is {type(state.get(key)).__name__}, "
+                f"expected {kind.__name__}"
             )
-        if got["sha256"] != expected["sha256"]:
-            raise ValueError(
-                f"{where}: {file} is corrupted: SHA-256 {got['sha256'][:12]}..., the manifest "
-                f"says {expected['sha256'][:12]}..."
-            )
+    if not (state.get("optimizer") is None or isinstance(state["optimizer"], dict)):
+        raise ValueError(f"load_checkpoint: {file} is damaged: 'optimizer' is not a dict")
 
 
 def _check_replaceable(path: Path) -> None:
-    """Only an earlier checkpoint (or an empty directory) may be replaced: never user data."""
-    if not path.exists() and not path.is_symlink():
+    """Only a checkpoint directory (or an empty one) is saved into: never user data."""
+    if not path.exists():
         return
-    if path.is_dir() and not path.is_symlink():
-        if not any(path.iterdir()):
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if not names or names & {snapshots.LATEST, MANIFEST} or snapshots.snapshots(path):
             return
-        try:
-            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-            if manifest.get("format") == FORMAT:
-                return
-        except (OSError, ValueError, AttributeError):
-            pass
     raise ValueError(
         f"save_checkpoint: {path} exists and is not a gptref checkpoint; refusing to replace "
         "it (choose another path or remove it)"
     )
-
-
-def _move_into_place(tmp: Path, path: Path) -> None:
-    old = None
-    if path.exists():
-        old = path.parent / f"{path.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        os.replace(path, old)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    if old is not None:
-        _remove_tree(old)
-
-
-def _remove_tree(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make renames and new entries in ``directory`` durable (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- values
@@ -488,19 +419,3 @@ def _check_plain(at: str, value: Any) -> None:
         f"save_checkpoint: {at} is a {kind.__name__}; a checkpoint holds only tensors, numbers, "
         "strings, bytes, None and lists/tuples/dicts of them (convert it, e.g. float(x), str(p))"
     )
-
-
-def _check_count(where: str, name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{where}: {name} must be >= 0, got {value}")
-
-
-def _few(names: list[str], n: int = 3) -> str:
-    return "[]" if not names else "[" + ", ".join(names[:n]) + (", ...]" if len(names) > n else "]")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"

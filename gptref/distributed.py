@@ -7,10 +7,10 @@ the process group (``gloo`` on CPU, ``nccl`` on CUDA). The API equivalent::
     ctx = distributed.init()                     # or init(rank=, world_size=, init_method=)
     loader = create_dataloader(..., seed=s, rank=ctx.rank, world_size=ctx.world_size)
     model = distributed.wrap(GPTModel(cfg).to(ctx.device), ctx)
-    train(model, loader, ...)                     # sees the process group by itself
+    train(model, loader, ..., group=ctx)          # the group comes in as an argument
     distributed.shutdown()
 
-What each rank does (``train_step`` / ``evaluate`` / ``train`` read ``world()``):
+What each rank does (``train_step`` / ``evaluate`` / ``train`` with ``group=ctx``):
 
 - batches: rank ``r`` trains on ``batch_order(..., rank=r, world_size=N)``: the ranks'
   ``j``-th batches together are the ``j``-th global batch of the one-process order, so N ranks
@@ -37,14 +37,13 @@ from torch import nn
 
 @dataclasses.dataclass(frozen=True)
 class DistContext:
+    """This process's place in the process group: what ``train`` / ``train_step`` /
+    ``evaluate`` take as ``group`` (``None``: one process, no collectives)."""
+
     rank: int
     world_size: int
     local_rank: int
     device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 def launched() -> bool:
@@ -52,11 +51,21 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def world() -> tuple[int, int]:
-    """-> (rank, world_size) of the current process group; (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def current() -> DistContext | None:
+    """The process group this process joined (with ``init`` or ``init_process_group``) as a
+    DistContext; None without one."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    cuda = dist.get_backend() == "nccl"
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    return DistContext(rank, world_size, local_rank, device)
+
+
+def rank_and_size(group: DistContext | None) -> tuple[int, int]:
+    """-> (rank, world_size); (0, 1) for ``None``."""
+    return (0, 1) if group is None else (group.rank, group.world_size)
 
 
 def init(
@@ -129,27 +138,25 @@ def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def all_reduce_sum(values: Sequence[float]) -> list[float]:
-    """Sum each number over the ranks (float64 on the process group's device)."""
-    rank, world_size = world()
-    if world_size == 1:
+def all_reduce_sum(values: Sequence[float], group: DistContext | None) -> list[float]:
+    """Sum each number over the ranks (float64 on the group's device); as-is for one process."""
+    if group is None or group.world_size == 1:
         return [float(v) for v in values]
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=group.device)
     dist.all_reduce(t)
     return t.tolist()
 
 
-def gather_objects(obj) -> list:
-    """-> every rank's ``obj`` (picklable), in rank order; ``[obj]`` without a process group."""
-    _, world_size = world()
-    if world_size == 1:
+def gather_objects(obj, group: DistContext | None) -> list:
+    """-> every rank's ``obj`` (picklable), in rank order; ``[obj]`` for one process."""
+    if group is None or group.world_size == 1:
         return [obj]
-    out: list = [None] * world_size
+    out: list = [None] * group.world_size
     dist.all_gather_object(out, obj)
     return out
 
 
-def barrier() -> None:
-    if world()[1] > 1:
+def barrier(group: DistContext | None) -> None:
+    """Wait for every rank (no-op for one process)."""
+    if group is not None and group.world_size > 1:
         dist.barrier()

@@ -1,4 +1,5 @@
-"""The losses of chapter 5: calc_loss_batch, calc_loss_loader, perplexity.
+"""The losses of chapter 5: calc_loss_batch, calc_loss_loader, perplexity (the one home of
+the loss: ``calc_loss_batch``).
 
 ``calc_loss_loader`` keeps the book's arithmetic by default (``weighting="batch"``): the
 mean of per-batch mean losses, so a short last batch weighs as much as a full one;
@@ -10,13 +11,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptref._check import check_choice, check_int
+
 Weighting = Literal["batch", "token"]
+WEIGHTINGS = get_args(Weighting)
 
 
 def calc_loss_batch(
@@ -26,14 +30,27 @@ def calc_loss_batch(
     device: torch.device | str,
     *,
     ignore_index: int = -100,
+    reduction: Literal["mean", "sum"] = "mean",
 ) -> torch.Tensor:
-    """inputs, targets: int64 (b, T) -> float32 scalar: mean cross-entropy over the targets that
-    are not ``ignore_index`` (nan when none are). Differentiable; moves both batches to ``device``."""
+    """inputs, targets: int64 (b, T) -> float32 scalar: the book's loss, the mean cross-entropy
+    over the targets that are not ``ignore_index`` (nan when none are); ``reduction="sum"``:
+    their sum.
+
+    The one place gptref computes a loss: ``calc_loss_loader`` and ``train_step`` (its
+    accumulation and data-parallel forms use the sum) call it. Differentiable; moves both
+    batches to ``device``."""
     # non_blocking: from a pinned batch the copy overlaps GPU work; otherwise no-op
     input_batch = input_batch.to(device, non_blocking=True)
     target_batch = target_batch.to(device, non_blocking=True)
     logits = model(input_batch)  # (b, T, vocab)
-    return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten(), ignore_index=ignore_index)
+    return F.cross_entropy(
+        logits.flatten(0, 1), target_batch.flatten(), ignore_index=ignore_index, reduction=reduction
+    )
+
+
+def counted_targets(target_batch: torch.Tensor, ignore_index: int = -100) -> int:
+    """How many targets the loss counts: those that are not ``ignore_index``."""
+    return int((target_batch != ignore_index).sum())
 
 
 def calc_loss_loader(
@@ -55,18 +72,15 @@ def calc_loss_loader(
     book's ``evaluate_model`` does. ``data_loader`` needs no ``len`` when ``num_batches`` is
     given; a DataLoader is iterated once (so a shuffling one draws from the global RNG once).
     """
-    if weighting not in ("batch", "token"):
-        raise ValueError(
-            f"calc_loss_loader: weighting must be 'batch' or 'token', got {weighting!r}"
-        )
+    check_choice("calc_loss_loader", "weighting", weighting, WEIGHTINGS)
     if num_batches is not None:
-        if isinstance(num_batches, bool) or not isinstance(num_batches, int):
-            raise TypeError(f"calc_loss_loader: num_batches must be an int, got {num_batches!r}")
-        if num_batches < 1:
-            raise ValueError(
-                f"calc_loss_loader: num_batches must be >= 1, got {num_batches}; "
-                "pass None for all batches"
-            )
+        check_int(
+            "calc_loss_loader",
+            "num_batches",
+            num_batches,
+            low=1,
+            hint="; pass None for all batches",
+        )
     if hasattr(data_loader, "__len__"):
         if len(data_loader) == 0:
             return float("nan")
@@ -84,9 +98,12 @@ def calc_loss_loader(
                 )
                 total_loss += loss.item()
             else:
-                loss_sum, count = _loss_sum(input_batch, target_batch, model, device, ignore_index)
-                total_loss += loss_sum
-                n_tokens += count
+                loss_sum = calc_loss_batch(
+                    input_batch, target_batch, model, device,
+                    ignore_index=ignore_index, reduction="sum",
+                )  # fmt: skip
+                total_loss += loss_sum.item()
+                n_tokens += counted_targets(target_batch, ignore_index)
             n_batches += 1
     if n_batches == 0:
         return float("nan")
@@ -94,25 +111,6 @@ def calc_loss_loader(
         # the book divides by the clamped num_batches; for a sized loader that is n_batches
         return total_loss / n_batches
     return total_loss / n_tokens if n_tokens else float("nan")
-
-
-def _loss_sum(
-    input_batch: torch.Tensor,
-    target_batch: torch.Tensor,
-    model: nn.Module,
-    device: torch.device | str,
-    ignore_index: int,
-) -> tuple[float, int]:
-    """-> (sum of per-token cross-entropies, number of targets that are not ignore_index)."""
-    # non_blocking: from a pinned batch the copy overlaps GPU work; otherwise no-op
-    input_batch = input_batch.to(device, non_blocking=True)
-    target_batch = target_batch.to(device, non_blocking=True)
-    logits = model(input_batch)
-    targets = target_batch.flatten()
-    loss_sum = F.cross_entropy(
-        logits.flatten(0, 1), targets, ignore_index=ignore_index, reduction="sum"
-    )
-    return loss_sum.item(), int((targets != ignore_index).sum())
 
 
 def perplexity(loss: float | torch.Tensor) -> float:

@@ -1,8 +1,7 @@
-"""How much memory one training step of gptref's GPT needs, and the batch that fits a budget.
+"""How much memory one training step of gptref's GPT needs: the analytic memory model.
 
 ``estimate_training_memory(config, b)`` predicts the peak bytes of a steady-state
-``train_step`` (forward, backward, AdamW step) term by term; ``max_batch_size`` and
-``plan_batches`` invert it. Every term counts what PyTorch actually keeps for *this* model's
+``train_step`` (forward, backward, AdamW step) term by term; ``gptref.planner`` inverts it. Every term counts what PyTorch actually keeps for *this* model's
 operations (checked tensor by tensor with ``torch.autograd.graph.saved_tensors_hooks``); the
 peak is the largest of the step's phases, not the sum of every term.
 
@@ -15,14 +14,14 @@ stream, which autocast leaves in float32 (block output = float32 shortcut + low-
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-from gptref.model import GPTConfig, as_config
+from gptref._check import check_choice, check_int
+from gptref.model import ATTN_IMPLS, GPTConfig, as_config
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DEVICES = ("cpu", "cuda")
@@ -63,16 +62,6 @@ class MemoryEstimate:
     phases: Mapping[str, int]  # bytes on top of the persistent terms, by phase of the step
     breakdown: Mapping[str, int]  # what is live at the peak, by component; sums to total
     total: int  # predicted peak bytes of the process's training data
-
-
-class BatchPlan(NamedTuple):
-    micro_batch: int  # rows per forward pass
-    accumulation_steps: int  # forward/backward passes per optimizer step
-    predicted_peak: int  # bytes, estimate_training_memory(...).total for the micro-batch
-
-    @property
-    def effective_batch(self) -> int:
-        return self.micro_batch * self.accumulation_steps
 
 
 def dtype_name(dtype: str | torch.dtype | None, what: str = "dtype") -> str | None:
@@ -174,8 +163,7 @@ def estimate_training_memory(
         ("context", T),
         ("accumulation_steps", accumulation_steps),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"estimate_training_memory: {name} must be an int >= 1, got {value!r}")
+        check_int("estimate_training_memory", name, value, low=1)
     if T > cfg.context_length:
         raise ValueError(
             f"estimate_training_memory: context {T} exceeds context_length {cfg.context_length}; "
@@ -183,19 +171,10 @@ def estimate_training_memory(
         )
     param_dtype = dtype_name(dtype, "estimate_training_memory: dtype")
     low = dtype_name(autocast, "estimate_training_memory: autocast")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"estimate_training_memory: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}"
-        )
-    if device not in DEVICES:
-        raise ValueError(
-            f"estimate_training_memory: device must be one of {DEVICES}, got {device!r}"
-        )
+    check_choice("estimate_training_memory", "optimizer", optimizer, OPTIMIZERS)
+    check_choice("estimate_training_memory", "device", device, DEVICES)
     attn = cfg.attn_impl if attn_impl is None else attn_impl
-    if attn not in ("reference", "sdpa"):
-        raise ValueError(
-            f"estimate_training_memory: attn_impl must be 'reference' or 'sdpa', got {attn!r}"
-        )
+    check_choice("estimate_training_memory", "attn_impl", attn, ATTN_IMPLS)
 
     b, L, E, h, V, C = (
         batch_size,
@@ -354,91 +333,6 @@ def parameter_count(config: GPTConfig | Mapping[str, Any], *, embeddings: bool =
     block = qkv + (E * E + E) + (4 * E * E + 4 * E) + (4 * E * E + E) + 4 * E  # + 2 LayerNorms
     n = L * block + 2 * E + cfg.padded_vocab_size * E  # final norm, out_head (with its pad)
     return n + (V * E + cfg.context_length * E if embeddings else 0)
-
-
-def max_batch_size(
-    config: GPTConfig | Mapping[str, Any],
-    budget_bytes: int,
-    *,
-    limit: int = 1 << 20,
-    **kwargs: Any,
-) -> int:
-    """-> the largest b <= limit whose estimate fits ``budget_bytes`` (0 when b = 1 does not).
-
-    ``kwargs`` go to ``estimate_training_memory`` (context, dtype, autocast, ...). The estimate
-    grows with b, so an exponential then a binary search finds it in O(log b) estimates.
-    """
-    if budget_bytes < 0:
-        raise ValueError(f"max_batch_size: budget_bytes must be >= 0, got {budget_bytes}")
-
-    def fits(batch: int) -> bool:
-        return estimate_training_memory(config, batch, **kwargs).total <= budget_bytes
-
-    if not fits(1):
-        return 0
-    lo, hi = 1, 2
-    while hi <= limit and fits(hi):
-        lo, hi = hi, hi * 2
-    hi = min(hi, limit + 1)  # lo fits, hi does not (or is past the limit)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
-
-
-def plan_batches(
-    config: GPTConfig | Mapping[str, Any],
-    budget_bytes: int,
-    target_batch_size: int = 1024,
-    **kwargs: Any,
-) -> BatchPlan:
-    """-> BatchPlan(micro_batch, accumulation_steps, predicted_peak) reaching an effective batch
-    of at least ``target_batch_size`` rows within ``budget_bytes``.
-
-    One pass if the whole target fits; otherwise the largest micro-batch that fits with the
-    gradients live through accumulation, then ``accumulation_steps = ceil(target / micro)``
-    and the micro-batch evened out to ``ceil(target / accumulation_steps)`` (less padding).
-    Raises ValueError when not even one row fits.
-    """
-    if (
-        isinstance(target_batch_size, bool)
-        or not isinstance(target_batch_size, int)
-        or target_batch_size < 1
-    ):
-        raise ValueError(
-            f"plan_batches: target_batch_size must be an int >= 1, got {target_batch_size!r}"
-        )
-    if "accumulation_steps" in kwargs:
-        raise ValueError("plan_batches: accumulation_steps is what it chooses; leave it out")
-    one_pass = max_batch_size(config, budget_bytes, limit=target_batch_size, **kwargs)
-    if one_pass >= target_batch_size:
-        micro, steps = target_batch_size, 1
-    else:
-        largest = max_batch_size(
-            config, budget_bytes, limit=target_batch_size, accumulation_steps=2, **kwargs
-        )
-        if largest == 0:
-            need = estimate_training_memory(config, 1, accumulation_steps=2, **kwargs).total
-            raise ValueError(
-                f"plan_batches: even a micro-batch of 1 row needs {format_bytes(need)}, over the "
-                f"budget {format_bytes(budget_bytes)}; use a shorter context, autocast, or more memory"
-            )
-        steps = math.ceil(target_batch_size / largest)
-        micro = math.ceil(target_batch_size / steps)
-        # more passes hold a larger input batch: step on until the evened-out plan fits
-        while (
-            estimate_training_memory(config, micro, accumulation_steps=steps, **kwargs).total
-            > budget_bytes
-        ):
-            if micro == 1:
-                raise ValueError(
-                    f"plan_batches: {target_batch_size} rows of 1 do not fit in "
-                    f"{format_bytes(budget_bytes)}; lower the target or use more memory"
-                )
-            steps += 1
-            micro = math.ceil(target_batch_size / steps)
-    peak = estimate_training_memory(config, micro, accumulation_steps=steps, **kwargs).total
-    return BatchPlan(micro, steps, peak)
 
 
 def format_bytes(n: float) -> str:

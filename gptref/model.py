@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gptref._check import check_choice, check_int, check_number
+
 AttnImpl = Literal["reference", "sdpa"]
-ATTN_IMPLS = ("reference", "sdpa")
+ATTN_IMPLS = get_args(AttnImpl)
 
 # the book's chapter-4 config (GPT-2 small); chapter 5 trains it with context_length 256
 GPT_CONFIG_124M: dict[str, Any] = {
@@ -74,6 +76,14 @@ GPT_CONFIG_SMALL: dict[str, Any] = {
 }
 
 
+# the presets of `gptref train --preset` (gptref.config.Preset names them)
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": GPT_CONFIG_TINY,
+    "small": GPT_CONFIG_SMALL,
+    "124M": GPT_CONFIG_124M,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
     """The model's hyperparameters; the book's dict keys, plus the attention implementation."""
@@ -102,31 +112,27 @@ class GPTConfig:
             "n_layers",
             "vocab_pad_multiple",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"GPTConfig: {name} must be an int, got {value!r}")
-            if value < 1:
-                raise ValueError(f"GPTConfig: {name} must be >= 1, got {value}")
+            check_int("GPTConfig", name, getattr(self, name), low=1)
         if self.emb_dim % self.n_heads:
             raise ValueError(
                 f"GPTConfig: emb_dim ({self.emb_dim}) must be a multiple of n_heads "
                 f"({self.n_heads}); e.g. emb_dim={self.emb_dim // self.n_heads * self.n_heads or self.n_heads}"
             )
-        if isinstance(self.drop_rate, bool) or not isinstance(self.drop_rate, (int, float)):
-            raise TypeError(f"GPTConfig: drop_rate must be a float, got {self.drop_rate!r}")
-        if not 0 <= self.drop_rate < 1:
-            raise ValueError(
-                f"GPTConfig: drop_rate must be in [0, 1), got {self.drop_rate}; e.g. 0.1"
-            )
+        check_number(
+            "GPTConfig",
+            "drop_rate",
+            self.drop_rate,
+            low=0,
+            high=1,
+            open_high=True,
+            hint="; e.g. 0.1",
+        )
         for flag in ("qkv_bias", "fused_layers"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(
                     f"GPTConfig: {flag} must be True or False, got {getattr(self, flag)!r}"
                 )
-        if self.attn_impl not in ATTN_IMPLS:
-            raise ValueError(
-                f"GPTConfig: attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}"
-            )
+        check_choice("GPTConfig", "attn_impl", self.attn_impl, ATTN_IMPLS)
 
     @property
     def head_dim(self) -> int:
@@ -158,9 +164,48 @@ class GPTConfig:
         return dataclasses.asdict(self)
 
 
+def preset(name: str, **overrides: Any) -> GPTConfig:
+    """A preset's name ('tiny', 'small', '124M') -> its GPTConfig, with ``overrides``
+    (e.g. ``context_length=256``, as the book trains GPT-124M)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; the presets are {sorted(PRESETS)}")
+    return GPTConfig.from_dict({**PRESETS[name], **overrides})
+
+
+def resolve_config(config: str | GPTConfig | Mapping[str, Any], **overrides: Any) -> GPTConfig:
+    """A preset's name, a GPTConfig or the book's dict -> GPTConfig with ``overrides`` (those
+    given as None are left out: ``resolve_config("124M", context_length=None)`` is the preset)."""
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(config, str):
+        return preset(config, **changes)
+    return GPTConfig.from_dict({**as_config(config).to_dict(), **changes})
+
+
 def as_config(cfg: GPTConfig | Mapping[str, Any]) -> GPTConfig:
     """A GPTConfig or the book's dict -> GPTConfig."""
     return cfg if isinstance(cfg, GPTConfig) else GPTConfig.from_dict(cfg)
+
+
+def check_token_batch(where: str, name: str, ids: Any, *, nonempty: bool = False) -> torch.Tensor:
+    """``ids``: int (b, T) -> ids; TypeError / ValueError naming ``where`` and ``name`` otherwise
+    (``nonempty``: b, T >= 1 too)."""
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(
+            f"{where}: {name} must be a tensor of token ids, got {type(ids).__name__}; "
+            "e.g. gptref.text_to_token_ids(text)"
+        )
+    dtype = ids.dtype
+    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+        raise TypeError(
+            f"{where}: {name} must be an integer tensor, got dtype {dtype}; pass int64 ids "
+            "(e.g. from gptref.text_to_token_ids)"
+        )
+    if ids.dim() != 2 or (nonempty and 0 in ids.shape):
+        raise ValueError(
+            f"{where}: {name} must have shape (batch, T){' with batch, T >= 1' if nonempty else ''}"
+            f", got {tuple(ids.shape)}; add a batch dimension with ids.unsqueeze(0)"
+        )
+    return ids
 
 
 class LayerNorm(nn.Module):
@@ -239,10 +284,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"MultiHeadAttention: d_out ({d_out}) must be a multiple of num_heads ({num_heads})"
             )
-        if attn_impl not in ATTN_IMPLS:
-            raise ValueError(
-                f"MultiHeadAttention: attn_impl must be one of {ATTN_IMPLS}, got {attn_impl!r}"
-            )
+        check_choice("MultiHeadAttention", "attn_impl", attn_impl, ATTN_IMPLS)
         self.d_out = d_out
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
@@ -360,22 +402,8 @@ class GPTModel(nn.Module):
         return logits  # (b, T, vocab_size)
 
     def _check_ids(self, in_idx: torch.Tensor) -> torch.Tensor:
-        if not isinstance(in_idx, torch.Tensor):
-            raise TypeError(
-                f"GPTModel: input must be a tensor of token ids, got {type(in_idx).__name__}; "
-                "use torch.tensor(ids).unsqueeze(0)"
-            )
+        check_token_batch("GPTModel", "input", in_idx)
         dtype = in_idx.dtype
-        if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
-            raise TypeError(
-                f"GPTModel: token ids must be an integer tensor, got dtype {dtype}; "
-                "pass int64 ids (e.g. from gptref.text_to_token_ids)"
-            )
-        if in_idx.dim() != 2:
-            raise ValueError(
-                f"GPTModel: token ids must have shape (batch, seq_len), got {tuple(in_idx.shape)}; "
-                "add a batch dimension with ids.unsqueeze(0)"
-            )
         T, ctx = in_idx.shape[1], self.cfg.context_length
         if T > ctx:
             raise ValueError(

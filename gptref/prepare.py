@@ -1,9 +1,10 @@
-"""``gptref prepare``: text files -> ``train.bin`` / ``val.bin`` (uint16 GPT-2 ids) + ``manifest.json``.
+"""The corpus writer (``gptref prepare``): text files -> ``train.bin`` / ``val.bin`` (uint16
+GPT-2 ids) + ``manifest.json``; the reader is ``gptref.tokens.PreparedCorpus``.
 
 For corpora larger than memory: every file is streamed twice in bounded blocks (once to
 hash and count it, once to tokenize it), never held whole, and the tokens are appended to
 the output files as they come. ``gptref train --data DIR`` then memory-maps them
-(``gptref.data.TokenFile``).
+(``gptref.tokens.TokenFile``).
 
 **Split rule (per document).** Each ``--text`` file is one document. Its characters
 ``[0, k)``, ``k = int(train_ratio * n_chars)``, go to ``train.bin`` and ``[k, n_chars)`` to
@@ -20,7 +21,6 @@ token for token the tokenization of each whole part, whatever the piece size.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import json
 import os
@@ -34,18 +34,19 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gptref.data import TokenFile
-from gptref.tokenizer import (
-    ENCODER_JSON_SHA256,
-    ENDOFTEXT,
-    ENDOFTEXT_ID,
-    N_VOCAB,
-    VOCAB_BPE_SHA256,
-    gpt2_tokenizer,
+from gptref._check import check_int, check_number
+from gptref._io import atomic_write_json
+from gptref.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, N_VOCAB, gpt2_tokenizer
+from gptref.tokens import (
+    FORMAT,
+    MANIFEST,
+    SPLITS,
+    VERSION,
+    read_manifest,
+    text_blocks,
+    tokenizer_sha256,
 )
 
-FORMAT, VERSION = "gptref-tokens", 1
-MANIFEST, SPLITS = "manifest.json", ("train", "val")
 SPLIT_RULE = "per-document-characters"
 SPLIT_DESCRIPTION = (
     "each source file is one document; its characters [0, k), k = int(train_ratio * n_chars), "
@@ -55,7 +56,6 @@ SPLIT_DESCRIPTION = (
 )
 # ~64K tokens per tokenizer call: big enough to amortize the call, small enough to bound memory
 PIECE_CHARS = 1 << 18
-BLOCK_BYTES = 1 << 20  # read size
 _TMP_PREFIX = ".prepare-tmp-"
 
 # A cut point p: text[p] is ASCII whitespace and text[p-1] is not whitespace. GPT-2's
@@ -64,16 +64,6 @@ _TMP_PREFIX = ".prepare-tmp-"
 # pre-tokens after p depend only on text[p:] and those before p never look past p.
 # Python's \S excludes a superset of Unicode White_Space, so (?<=\S) is safe.
 _CUT = re.compile(r"(?<=\S)[ \t\n\r]")
-
-
-def tokenizer_sha256() -> str:
-    """Fingerprint of the GPT-2 tokenizer: its pinned BPE files, pre-tokenizer and specials."""
-    from tiktoken_ext.openai_public import r50k_pat_str
-
-    spec = {"name": "gpt2", "vocab_bpe_sha256": VOCAB_BPE_SHA256, "n_vocab": N_VOCAB,
-            "encoder_json_sha256": ENCODER_JSON_SHA256, "pat_str": r50k_pat_str,
-            "special_tokens": {ENDOFTEXT: ENDOFTEXT_ID}}  # fmt: skip
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def exact_pieces(
@@ -141,44 +131,10 @@ class Source:
     sha256: str
 
 
-def _blocks(path: Path, digest: Any, on_bytes: Callable[[int], Any] | None = None) -> Iterator[str]:
-    """-> the file's text in decoded blocks, feeding its bytes to ``digest`` (and their
-    count to ``on_bytes``); ValueError naming the file and the offset of the first byte
-    that is not UTF-8."""
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
-    offset = 0
-    try:
-        with open(path, "rb") as f:
-            while True:
-                data = f.read(BLOCK_BYTES)
-                pending = decoder.getstate()[0]
-                try:
-                    text = decoder.decode(data, final=not data)
-                except UnicodeDecodeError as e:
-                    bad = (pending + data)[e.start]
-                    raise ValueError(
-                        f"{path}: not UTF-8 text (byte 0x{bad:02x} at offset "
-                        f"{offset - len(pending) + e.start}); convert it, e.g. "
-                        "`iconv -f latin1 -t utf-8`"
-                    ) from None
-                digest.update(data)
-                offset += len(data)
-                if on_bytes is not None:
-                    on_bytes(len(data))
-                if text:
-                    yield text
-                if not data:
-                    return
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, not a text file") from None
-
-
 def scan_source(path: str | Path, on_bytes: Callable[[int], Any] | None = None) -> Source:
     """A text file -> its size, character count and SHA-256 (one streamed pass)."""
     digest = hashlib.sha256()
-    characters = sum(len(text) for text in _blocks(Path(path), digest, on_bytes))
+    characters = sum(len(text) for text in text_blocks(Path(path), digest, on_bytes))
     return Source(
         str(Path(path).resolve()), Path(path).stat().st_size, characters, digest.hexdigest()
     )
@@ -188,7 +144,7 @@ def _parts(source: Source, train_ratio: float) -> Iterator[tuple[str, Iterator[s
     """-> ("train", blocks of the first k characters), ("val", blocks of the rest), streamed
     from one read of the file (consume each before asking for the next)."""
     digest = hashlib.sha256()
-    blocks = _blocks(Path(source.path), digest)
+    blocks = text_blocks(Path(source.path), digest)
     k, carry = int(train_ratio * source.characters), []
 
     def head() -> Iterator[str]:
@@ -253,17 +209,16 @@ def prepare(
 
     start = perf_counter()
     if not texts:
-        raise ValueError("prepare: no text files given; pass one or more with --text FILE ...")
-    if isinstance(train_ratio, bool) or not isinstance(train_ratio, (int, float)):
-        raise ValueError(f"--train-ratio must be a number in (0, 1), got {train_ratio!r}")
-    if not 0 < train_ratio < 1:
-        raise ValueError(f"--train-ratio must be in (0, 1), got {train_ratio}; e.g. 0.9")
+        raise ValueError("prepare: no text files given; pass one or more")
+    check_number(
+        "prepare", "train_ratio", train_ratio, low=0, high=1, open_low=True, open_high=True,
+        hint="; e.g. 0.9",
+    )  # fmt: skip
     threads = default_threads() if num_threads is None else num_threads
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
+    check_int("prepare", "num_threads", threads, low=1)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory; choose another --out")
+        raise ValueError(f"prepare: {out} exists and is not a directory; choose another output")
 
     sizes = []
     for path in map(Path, texts):  # the common mistakes, before any progress bar
@@ -276,7 +231,7 @@ def prepare(
               disable=not progress) as bar:  # fmt: skip
         sources = [scan_source(p, bar.update) for p in texts]
     settings = _settings(sources, train_ratio)
-    existing = _read_manifest(out)
+    existing = read_manifest(out)
     if existing is not None and _up_to_date(existing, settings, out):
         t, v = existing["train"]["tokens"], existing["val"]["tokens"]
         say(f"gptref prepare: {out} is up to date ({t:,} train + {v:,} val tokens from "
@@ -297,7 +252,7 @@ def prepare(
             json.dumps({s: outputs[s]["sha256"] for s in SPLITS}, sort_keys=True).encode()
         ).hexdigest()
         manifest = {**settings, **outputs, "documents": len(sources), "sha256": fingerprint}
-        _write_json(out / MANIFEST, manifest)
+        atomic_write_json(out / MANIFEST, manifest)
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)
@@ -403,84 +358,3 @@ def _tokenize_into(
         s: {"file": f"{s}.bin", "tokens": counts[s], "sha256": digests[s].hexdigest()}
         for s in SPLITS
     }
-
-
-def _read_manifest(out: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
-@dataclass(frozen=True)
-class PreparedCorpus:
-    """A directory written by ``prepare``, checked and opened for training (``--data DIR``)."""
-
-    path: Path
-    manifest: dict[str, Any]
-
-    @classmethod
-    def open(cls, path: str | Path) -> PreparedCorpus:
-        """-> the prepared corpus at ``path``; ValueError naming what is wrong and the fix."""
-        path = Path(path)
-        fix = f"run `gptref prepare --text FILE ... --out {path}`"
-        if not path.is_dir():
-            raise ValueError(f"--data {path}: no such directory; {fix}")
-        manifest = _read_manifest(path)
-        if manifest is None:
-            raise ValueError(
-                f"--data {path}: no readable {MANIFEST} (not prepared, or prepare was "
-                f"interrupted); {fix}"
-            )
-        if (manifest.get("format"), manifest.get("version")) != (FORMAT, VERSION):
-            raise ValueError(
-                f"--data {path}: format {manifest.get('format')!r} version "
-                f"{manifest.get('version')!r}, this gptref reads {FORMAT!r} version {VERSION}; {fix}"
-            )
-        try:
-            same_tokenizer = manifest["tokenizer"]["sha256"] == tokenizer_sha256()
-            files = {s: (path / f"{s}.bin", int(manifest[s]["tokens"])) for s in SPLITS}
-            manifest["split"]["train_ratio"], manifest["sha256"], manifest["documents"]  # noqa: B018
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"--data {path}: {MANIFEST} is incomplete or damaged; {fix}") from None
-        if not same_tokenizer:
-            raise ValueError(f"--data {path}: prepared with another tokenizer; {fix}")
-        for file, tokens in files.values():
-            size = file.stat().st_size if file.is_file() else None
-            if size != 2 * tokens:
-                raise ValueError(
-                    f"--data {path}: {file.name} has {size} bytes, the manifest says {tokens} "
-                    f"tokens ({2 * tokens} bytes); it was changed or truncated: {fix}"
-                )
-        return cls(path, manifest)
-
-    @property
-    def name(self) -> str:
-        m = self.manifest
-        return (
-            f"the prepared corpus {self.path} ({m['documents']} document"
-            f"{'s' if m['documents'] != 1 else ''}, {m['train']['tokens']:,} train + "
-            f"{m['val']['tokens']:,} val tokens)"
-        )
-
-    @property
-    def sha256(self) -> str:
-        """Fingerprint of the token files (from the manifest): a resumed run checks it."""
-        return self.manifest["sha256"]
-
-    @property
-    def train_ratio(self) -> float:
-        return self.manifest["split"]["train_ratio"]
-
-    def tokens(self, split: str) -> TokenFile:
-        """split ("train" or "val") -> its memory-mapped token file."""
-        if split not in SPLITS:
-            raise ValueError(f"tokens: split must be 'train' or 'val', got {split!r}")
-        return TokenFile(self.path / f"{split}.bin")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+from gptref._check import check_int, check_number
+
 
 def lr_at(
     step: int,
@@ -44,10 +46,8 @@ def lr_at(
     then both the end of the warmup and the end of the decay). Hence ``total_steps == 1``
     works only with ``min_lr == peak_lr``: a one-step run at ``peak_lr``.
     """
-    _check_lrs("lr_at", peak_lr=peak_lr, initial_lr=initial_lr, min_lr=min_lr)
-    _check_int("lr_at", "total_steps", total_steps, low=1)
-    _check_int("lr_at", "warmup_steps", warmup_steps, low=0)
-    _check_int("lr_at", "step", step, low=0)
+    _check("lr_at", step, total_steps, warmup_steps, peak_lr=peak_lr, initial_lr=initial_lr,
+           min_lr=min_lr)  # fmt: skip
     if min_lr > peak_lr:
         raise ValueError(
             f"lr_at: min_lr ({min_lr}) must be <= peak_lr ({peak_lr}); the cosine decays "
@@ -114,10 +114,8 @@ def appendix_d_lr(
     ``warmup_steps >= total_steps`` (warmup never ends) and any order of the three rates
     are accepted; only steps the book's loop reaches, ``0 .. total_steps - 1``, are.
     """
-    _check_lrs("appendix_d_lr", peak_lr=peak_lr, initial_lr=initial_lr, min_lr=min_lr)
-    _check_int("appendix_d_lr", "total_steps", total_steps, low=1)
-    _check_int("appendix_d_lr", "warmup_steps", warmup_steps, low=0)
-    _check_int("appendix_d_lr", "step", step, low=0)
+    _check("appendix_d_lr", step, total_steps, warmup_steps, peak_lr=peak_lr,
+           initial_lr=initial_lr, min_lr=min_lr)  # fmt: skip
     if warmup_steps == 0:
         raise ValueError(
             "appendix_d_lr: warmup_steps=0 divides by zero in the book's formula "
@@ -137,16 +135,10 @@ def appendix_d_lr(
     return min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _check_lrs(where: str, **lrs: float) -> None:
+def _check(where: str, step: int, total_steps: int, warmup_steps: int, **lrs: float) -> None:
+    """The arguments both schedules share: rates finite and >= 0, counts ints in range."""
     for name, value in lrs.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{where}: {name} must be a float, got {value!r}")
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{where}: {name} must be a finite number >= 0, got {value}")
-
-
-def _check_int(where: str, name: str, value: int, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{where}: {name} must be >= {low}, got {value}")
+        check_number(where, name, value, low=0, what="a finite number")
+    check_int(where, "total_steps", total_steps, low=1)
+    check_int(where, "warmup_steps", warmup_steps, low=0)
+    check_int(where, "step", step, low=0)

@@ -9,17 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptref.bench import (
-    flops_per_token,
-    format_plan,
-    format_table,
-    parse_bytes,
-    plan,
-    run_bench,
-    write_results,
-)
+from gptref.bench import flops_per_token, format_table, run_bench, write_results
 from gptref.memory import estimate_training_memory
 from gptref.model import GPT_CONFIG_124M, GPT_CONFIG_TINY
+from gptref.planner import format_plan, parse_bytes, plan
 
 # GPT_CONFIG_TINY's shape with a 128-word vocabulary and 16 tokens: a step takes milliseconds
 MICRO = {**GPT_CONFIG_TINY, "vocab_size": 128, "context_length": 16}
@@ -121,6 +114,7 @@ def test_batches_smaller_than_accumulation_are_skipped():
     assert rows[1]["peak_bytes_predicted"] == micro, (rows[1], micro)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or not Path("/proc/self/clear_refs").exists(),
     reason="peak RSS needs Linux /proc",
@@ -139,7 +133,7 @@ def test_isolated_tiny_preset_peak_is_within_10_percent_of_the_prediction():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"steps": 0}, "steps must be an int >= 1"),
+        ({"steps": 0}, "steps must be >= 1, got 0"),
         ({"warmup": 0}, "warmup must be >= 1"),
         ({"dtypes": ["float16"]}, "dtype must be one of"),
         ({"devices": ["tpu"]}, "device must be 'cpu' or 'cuda'"),

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,17 +17,11 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from torch import nn
 
-from gptref import checkpoint
-from gptref.checkpoint import (
-    capture_rng,
-    load_checkpoint,
-    load_config,
-    load_state_dict,
-    restore_rng,
-    save_checkpoint,
-    save_state_dict,
-)
+from gptref import checkpoint, snapshots
+from gptref.checkpoint import load_checkpoint, load_config, save_checkpoint
 from gptref.model import GPTConfig, GPTModel
+from gptref.pth import load_state_dict, save_state_dict
+from gptref.rng import capture_rng, restore_rng
 from tests.strategies import seeds
 
 CFG = GPTConfig(vocab_size=50, context_length=6, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1)
@@ -177,7 +172,7 @@ def test_checkpoint_files_are_plain_formats(tmp_path):
     """The layout is four files; state.pt loads with torch.load(weights_only=True), the
     weights with safetensors alone (masks included), the config as JSON."""
     model, optimizer = _trained_once(0)
-    path = save(tmp_path / "ckpt", model, optimizer)
+    path = checkpoint.snapshot(save(tmp_path / "ckpt", model, optimizer))
     assert sorted(os.listdir(path)) == sorted(FILES)
     state = torch.load(path / "state.pt", weights_only=True)
     assert state["step"] == 3 and state["optimizer"]["state"]
@@ -188,21 +183,25 @@ def test_checkpoint_files_are_plain_formats(tmp_path):
     assert load_config(path) == CFG.to_dict()
 
 
-def test_overwriting_replaces_the_checkpoint_and_leaves_no_leftovers(tmp_path):
-    """Saving twice to one path leaves only the newer checkpoint, and nothing beside it."""
+def test_saving_again_keeps_the_last_two_snapshots_and_the_newest_loads(tmp_path):
+    """Three saves to one path: LATEST names the third, the second is kept, the first is
+    gone, and nothing is left beside the path."""
     model = GPTModel(CFG)
-    save(tmp_path / "ckpt", model, step=1)
-    save(tmp_path / "ckpt", model, step=2)
-    assert saved_step(tmp_path / "ckpt") == 2
+    for step in (1, 2, 3):
+        save(tmp_path / "ckpt", model, step=step)
+    assert saved_step(tmp_path / "ckpt") == 3
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir() if p.name != ".lock")
+    assert names == ["LATEST", "save-00000002-0002", "save-00000003-0003"], names
+    assert (tmp_path / "ckpt" / "LATEST").read_text().strip() == "save-00000003-0003"
     assert os.listdir(tmp_path) == ["ckpt"]
 
 
 @pytest.mark.parametrize("crash_at", range(4))
 @pytest.mark.parametrize("cleanup", [True, False], ids=["exception", "killed"])
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, crash_at, cleanup):
-    """A save that dies while writing file `crash_at` leaves the previous checkpoint
-    loadable and unchanged. Raised as an exception, it cleans up after itself; killed
-    (no cleanup), its half-written directory is rejected by load_checkpoint."""
+    """A save that dies while writing file `crash_at` leaves the previous checkpoint current
+    and unchanged. Raised as an exception, it cleans up after itself; killed (no cleanup),
+    its temporary directory stays until the next save removes it."""
     model = GPTModel(CFG)
     path = save(tmp_path / "ckpt", model, step=1)
     real_write, calls = checkpoint._write_file, []
@@ -215,23 +214,21 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(checkpoint, "_write_file", dying_write)
     if not cleanup:
-        monkeypatch.setattr(checkpoint, "_remove_tree", lambda directory: None)
+        monkeypatch.setattr(snapshots.shutil, "rmtree", lambda *a, **k: None)
     with pytest.raises(OSError, match="disk full"):
         save(path, model, step=2)
     monkeypatch.undo()
     assert saved_step(path) == 1
-    leftovers = [p for p in tmp_path.iterdir() if p.name != "ckpt"]
-    if cleanup:
-        assert leftovers == []
-    else:
-        assert len(leftovers) == 1, leftovers
-        with pytest.raises(ValueError, match=r"not a complete checkpoint: .* is missing"):
-            load_checkpoint(leftovers[0], GPTModel(CFG))
+    leftovers = sorted(p.name for p in path.glob("tmp-*"))
+    assert len(leftovers) == (0 if cleanup else 1), leftovers
+    save(path, model, step=3)  # the next save clears what the killed one left
+    assert saved_step(path) == 3 and not list(path.glob("tmp-*"))
 
 
 @pytest.mark.parametrize("crash_at", range(4))
 def test_interrupted_first_save_leaves_nothing_loadable(tmp_path, monkeypatch, crash_at):
-    """Without an earlier checkpoint, a killed save leaves no checkpoint at the path."""
+    """Without an earlier checkpoint, a killed save leaves no checkpoint at the path, and
+    the error names what it left."""
     real_write, calls = checkpoint._write_file, []
 
     def dying_write(file, write):
@@ -241,36 +238,65 @@ def test_interrupted_first_save_leaves_nothing_loadable(tmp_path, monkeypatch, c
         real_write(file, write)
 
     monkeypatch.setattr(checkpoint, "_write_file", dying_write)
-    monkeypatch.setattr(checkpoint, "_remove_tree", lambda directory: None)
+    monkeypatch.setattr(snapshots.shutil, "rmtree", lambda *a, **k: None)
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path / "ckpt", GPTModel(CFG))
     monkeypatch.undo()
-    with pytest.raises(ValueError, match=r"no checkpoint directory at .*ckpt; an interrupted save"):
+    with pytest.raises(
+        ValueError, match=r"no complete checkpoint in .*ckpt; an interrupted save left \['tmp-"
+    ):
         load_checkpoint(tmp_path / "ckpt", GPTModel(CFG))
 
 
-def test_crash_between_the_two_renames_keeps_both_copies_and_names_them(tmp_path, monkeypatch):
-    """Killed after moving the old checkpoint aside but before moving the new one in: the
-    path holds nothing, load_checkpoint's message names both leftovers, and both load."""
+@pytest.mark.parametrize("kill_at", [1, 2, 3])
+def test_a_kill_at_each_rename_of_the_protocol_leaves_a_complete_checkpoint(
+    tmp_path, monkeypatch, kill_at
+):
+    """The save's two renames: the snapshot into place (1), LATEST.tmp over LATEST (2, the
+    commit point); 3: no kill. Killed at rename k, the loader finds step 1 (before the commit
+    point) or step 2 (after it), complete, every time."""
     model = GPTModel(CFG)
     path = save(tmp_path / "ckpt", model, step=1)
     real_replace, calls = os.replace, []
 
     def dying_replace(src, dst):
-        calls.append(src)
-        if len(calls) == 2:
+        calls.append(dst)
+        if len(calls) == kill_at:
             raise SystemExit("killed")
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", dying_replace)
-    monkeypatch.setattr(checkpoint, "_remove_tree", lambda directory: None)
-    with pytest.raises(SystemExit):
+    monkeypatch.setattr(os, "replace", dying_replace)
+    monkeypatch.setattr(snapshots.shutil, "rmtree", lambda *a, **k: None)
+    if kill_at <= 2:
+        with pytest.raises(SystemExit):
+            save(path, model, step=2)
+    else:
         save(path, model, step=2)
     monkeypatch.undo()
-    with pytest.raises(ValueError, match=r"ckpt\.old-.*ckpt\.tmp-|ckpt\.tmp-.*ckpt\.old-"):
-        load_checkpoint(path, GPTModel(CFG))
-    steps = sorted(saved_step(p) for p in tmp_path.iterdir())
-    assert steps == [1, 2]
+    assert saved_step(path) == (1 if kill_at <= 2 else 2)
+
+
+def test_a_lost_latest_pointer_falls_back_to_the_newest_complete_snapshot(tmp_path):
+    model = GPTModel(CFG)
+    for step in (1, 2):
+        save(tmp_path / "ckpt", model, step=step)
+    (tmp_path / "ckpt" / "LATEST").unlink()
+    assert saved_step(tmp_path / "ckpt") == 2
+
+
+def test_the_layout_of_gptref_0_1_still_loads_and_is_replaced_by_the_next_save(tmp_path):
+    """A checkpoint directory holding the files themselves (0.1's layout) loads; so do the
+    two complete copies a kill between 0.1's two renames left beside a missing path."""
+    model = GPTModel(CFG)
+    snap = checkpoint.snapshot(save(tmp_path / "new", model, step=5))
+    legacy = tmp_path / "ckpt"
+    shutil.copytree(snap, legacy)
+    assert saved_step(legacy) == 5
+    save(legacy, model, step=6)
+    assert saved_step(legacy) == 6 and not (legacy / "manifest.json").exists()
+    stranded = tmp_path / "stranded"
+    shutil.copytree(snap, tmp_path / "stranded.old-12-abcd1234")
+    assert saved_step(stranded) == 5
 
 
 def _remove(path: Path, name: str) -> None:
@@ -309,7 +335,7 @@ def test_damaged_checkpoint_is_rejected_in_one_line_before_the_model_changes(
     """A missing, truncated or altered file is a one-line ValueError naming the path and the
     file, raised before the model is touched."""
     path = save(tmp_path / "ckpt", _trained_once(0)[0])
-    damage(path, name)
+    damage(checkpoint.snapshot(path), name)
     model = GPTModel(CFG)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=match) as info:
@@ -393,7 +419,8 @@ def test_tied_weights_are_stored_once_and_load_into_both_names(tmp_path):
     torch.manual_seed(0)
     model = Tied()
     path = save(tmp_path / "ckpt", model, config={})
-    assert sorted(load_file(path / "model.safetensors")) == ["emb.weight", "mask"]
+    stored = load_file(checkpoint.snapshot(path) / "model.safetensors")
+    assert sorted(stored) == ["emb.weight", "mask"]
     other = Tied()
     load_checkpoint(path, other)
     assert_same_weights(model, other)

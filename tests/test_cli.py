@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gptref import __version__
+from gptref.checkpoint import snapshot
 from gptref.cli import main
 
 # English-like text with enough distinct tokens; a few KB keeps a tiny run fast
@@ -83,7 +84,7 @@ def test_train_writes_metrics_plot_config_and_a_checkpoint(trained_run):
     assert (trained_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["context_length"] == 16 and config["run"]["max_steps"] == 6
-    assert (trained_run / "checkpoint" / "manifest.json").is_file()
+    assert (snapshot(trained_run / "checkpoint") / "manifest.json").is_file()
 
 
 def test_eval_and_generate_work_on_the_trained_checkpoint(trained_run, capsys):
@@ -115,6 +116,7 @@ def test_resume_continues_a_run_exactly(corpus, tmp_path):
     assert (split_run / "metrics.jsonl").read_text() == (straight / "metrics.jsonl").read_text()
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     """SIGINT during training: the step finishes, a checkpoint is saved, exit status 0."""
     out = tmp_path / "run"
@@ -129,7 +131,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(corpus, tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "stopped early (Ctrl-C)" in stdout
-    assert (out / "checkpoint" / "manifest.json").is_file()
+    assert (snapshot(out / "checkpoint") / "manifest.json").is_file()
 
 
 # ---------------------------------------------------------------- errors
@@ -206,7 +208,7 @@ def test_partial_checkpoint_is_refused(capsys, trained_run, tmp_path):
     """A checkpoint without its manifest (an interrupted save) is not loaded."""
     partial = tmp_path / "partial"
     shutil.copytree(trained_run / "checkpoint", partial)
-    (partial / "manifest.json").unlink()
+    (snapshot(partial) / "manifest.json").unlink()
     line = run_error(capsys, ["generate", "--checkpoint", str(partial), "--prompt", "x"])
     assert "no complete checkpoint" in line
 
@@ -239,12 +241,12 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_builtin_corpus_is_announced_first(capsys, monkeypatch):
     """With no --text, the first line of output says the built-in corpus is used."""
-    import gptref.run as run
+    import gptref.commands.common as common
 
     def stop(*args, **kwargs):
         raise ValueError("stopped for the test")
 
-    monkeypatch.setattr(run, "build_loaders", stop)
+    monkeypatch.setattr(common, "run_loaders", stop)
     assert main(["train", "--no-progress"]) == 2
     out = capsys.readouterr().out.splitlines()
     assert (
@@ -299,6 +301,7 @@ def test_fast_flag_trains_with_the_fast_paths_and_records_them(corpus, tmp_path,
     assert "final train loss" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_bench_compare_prints_speedups_over_the_reference(tmp_path, capsys):
     """gptref bench --compare: the reference and the fast paths side by side, as ratios."""
     argv = ["bench", "--compare", "--preset", "tiny", "--context", "16", "--batch-sizes", "2",
@@ -310,3 +313,82 @@ def test_bench_compare_prints_speedups_over_the_reference(tmp_path, capsys):
     rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
     assert [r["status"] for r in rows] == ["ok"] * 3
     assert rows[0]["speedup"] == 1.0 and all(r["speedup"] > 0 for r in rows)
+
+
+def test_resume_names_the_flags_that_differ_from_the_saved_run(corpus, tmp_path, capsys):
+    """--resume with --lr 0.5: the run continues with its saved lr, and one line says so."""
+    out = tmp_path / "run"
+    assert main(["train", "--text", str(corpus), *TINY, "--max-steps", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    argv = ["train", "--text", str(corpus), "--resume", str(out), "--lr", "0.5", "--no-progress"]
+    assert main(argv) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if "saved settings win" in line]
+    assert said == [f"--resume {out}: the saved settings win; ignoring --lr 0.5 (saved: 0.001)"]
+    assert json.loads((out / "config.json").read_text())["run"]["lr"] == 0.001
+
+
+def test_max_steps_alone_trains_past_the_first_epoch(corpus, tmp_path):
+    """--max-steps N without --epochs runs N steps even when an epoch has fewer batches."""
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(corpus), *TINY, "--context", "64", "--batch-size", "8",
+            "--max-steps", "20", "--eval-freq", "5", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 5, 10, 15]
+    assert records[-1]["epoch"] > 1, records
+    state = torch.load(snapshot(out / "checkpoint") / "state.pt", weights_only=True)
+    assert state["step"] == 20
+
+
+def test_export_hf_reads_a_run_directory_and_round_trips_through_import_hf(trained_run, tmp_path):
+    """weights export-hf on a `gptref train` run directory, then import-hf: every weight of the
+    run's checkpoint comes back bitwise (the book's model has no q/k/v bias: zeros come back)."""
+    from safetensors.torch import load_file
+
+    from gptref.checkpoint import load_checkpoint, load_config
+    from gptref.model import GPTConfig, GPTModel
+
+    hf, back = tmp_path / "model.safetensors", tmp_path / "imported"
+    assert main(["weights", "export-hf", "--checkpoint", str(trained_run), "--out", str(hf)]) == 0
+    argv = ["weights", "import-hf", "--safetensors", str(hf), "--out", str(back), "--n-heads", "4"]
+    assert main(argv) == 0
+    trained = GPTModel(GPTConfig.from_dict(load_config(trained_run / "checkpoint")))
+    load_checkpoint(trained_run / "checkpoint", trained)
+    imported = GPTModel(GPTConfig.from_dict(load_config(back)))
+    load_checkpoint(back, imported)
+    ours, theirs = trained.state_dict(), imported.state_dict()
+    for name, value in ours.items():
+        assert torch.equal(theirs[name], value), name
+    extra = set(theirs) - set(ours)
+    assert extra and all(
+        name.endswith(("W_query.bias", "W_key.bias", "W_value.bias")) for name in extra
+    )
+    assert all(not theirs[name].any() for name in extra)
+    again = tmp_path / "again.safetensors"
+    assert main(["weights", "export-hf", "--checkpoint", str(back), "--out", str(again)]) == 0
+    first, second = load_file(str(hf)), load_file(str(again))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_checkpoint_written_before_the_config_split_still_loads(trained_run, tmp_path, capsys):
+    """gptref 0.1 stored the whole run record in checkpoint/config.json; eval, generate and
+    export-hf read such a checkpoint (its "model" part builds the model)."""
+    from gptref.checkpoint import load_checkpoint, load_config, save_checkpoint
+    from gptref.model import GPTConfig, GPTModel
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    ckpt = old / "checkpoint"
+    model = GPTModel(GPTConfig.from_dict(load_config(ckpt)))
+    state = load_checkpoint(ckpt, model)
+    record = json.loads((old / "config.json").read_text())  # {"run", "model", "data", ...}
+    save_checkpoint(ckpt, model, step=state["step"], epoch=state["epoch"], config=record,
+                    history=state["history"], extra=state["extra"])  # fmt: skip
+    assert json.loads((snapshot(ckpt) / "config.json").read_text()).keys() == record.keys()
+    assert load_config(ckpt) == record["model"]
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(old), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"train", "val"}
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "the", "--max-new-tokens", "3"]) == 0  # fmt: skip
+    assert main(["weights", "export-hf", "--checkpoint", str(old), "--out", str(tmp_path / "m.st")]) == 0  # fmt: skip

@@ -15,17 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from gptref.data import (
-    GPTDataset,
-    batch_order,
-    batches,
-    chunk,
-    collate,
-    create_dataloader,
-    num_chunks,
-    split,
-    tokenize,
-)
+from gptref.data import batch_order, batches, chunk, collate, num_chunks, split, tokenize
+from gptref.loader import GPTDataset, create_dataloader
 from gptref.tokenizer import gpt2_tokenizer
 from tests.oracles import (
     OracleBookDataset,

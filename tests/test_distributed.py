@@ -23,10 +23,11 @@ import torch
 import torch.multiprocessing as mp
 
 from gptref import distributed
-from gptref.data import create_dataloader
+from gptref.checkpoint import snapshot
 from gptref.fast import make_optimizer, unwrap
+from gptref.loader import create_dataloader
+from gptref.loop import train
 from gptref.model import GPTModel
-from gptref.train import train
 
 CFG = {"vocab_size": 97, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
        "drop_rate": 0.0, "qkv_bias": False}  # fmt: skip
@@ -63,7 +64,7 @@ def _train(batch_size, rank, world_size, *, drop_rate=0.0, steps=STEPS, seen=Non
     train_loader, val_loader = _loaders(batch_size, rank, world_size)
     history = train(
         model, train_loader, val_loader, optimizer, "cpu", num_epochs=1, eval_freq=2,
-        eval_iter=2, max_steps=steps, log=None, **kw,
+        eval_iter=2, max_steps=steps, log=None, group=distributed.current(), **kw,
     )  # fmt: skip
     return {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()}, history
 
@@ -172,9 +173,9 @@ def test_torchrun_cli_trains_and_only_rank_0_writes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("final train loss") == 1, proc.stdout
     assert "2 processes (global batch 4)" in proc.stdout
-    assert (out / "checkpoint" / "manifest.json").is_file()
+    assert (snapshot(out / "checkpoint") / "manifest.json").is_file()
     assert (out / "metrics.jsonl").read_text().count("\n") == 2
-    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    state = torch.load(snapshot(out / "checkpoint") / "state.pt", weights_only=True)
     assert state["extra"]["world_size"] == 2 and len(state["extra"]["ranks"]) == 2
 
 

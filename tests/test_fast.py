@@ -31,10 +31,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptref.data import create_dataloader
 from gptref.fast import OPTIMIZER_IMPLS, compile_model, make_optimizer, set_tf32, unwrap
+from gptref.loader import create_dataloader
 from gptref.model import GPTModel
-from gptref.train import train_step
+from gptref.step import train_step
 
 CFG = {"vocab_size": 500, "context_length": 32, "emb_dim": 32, "n_heads": 4, "n_layers": 2,
        "drop_rate": 0.0, "qkv_bias": False}  # fmt: skip

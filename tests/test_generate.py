@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gptref.conformance.models import BagOfTokens
-from gptref.generate import generate, generate_text_simple
+from gptref.generation import generate, generate_text_simple
 from gptref.model import GPTConfig, GPTModel
 from tests.oracles import oracle_book_generate_text_simple
 from tests.strategies import prompts, seeds

@@ -17,7 +17,8 @@ from strategies import batch_lists, logit_tensors, target_batches, tiny_configs
 from torch import nn
 
 from gptref.conformance.models import FixedLogits
-from gptref.data import create_dataloader, split
+from gptref.data import split
+from gptref.loader import create_dataloader
 from gptref.loss import calc_loss_batch, calc_loss_loader, perplexity
 from gptref.model import GPT_CONFIG_124M, GPTConfig, GPTModel
 

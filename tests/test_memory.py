@@ -8,13 +8,9 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gptref.memory import (
-    estimate_training_memory,
-    max_batch_size,
-    parameter_count,
-    plan_batches,
-)
+from gptref.memory import estimate_training_memory, parameter_count
 from gptref.model import GPT_CONFIG_124M, GPT_CONFIG_SMALL, GPT_CONFIG_TINY, GPTModel
+from gptref.planner import max_batch_size, plan_batches
 from tests.oracles import oracle_saved_bytes
 from tests.strategies import tiny_configs
 
@@ -171,7 +167,7 @@ def test_plan_raises_when_one_row_does_not_fit():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
         ({"context": 65}, "exceeds context_length 64"),
         ({"dtype": "int8"}, "dtype must be one of"),
         ({"autocast": "float64"}, "autocast must be one of"),

@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 
 import gptref.prepare as prepare_module
 from gptref.cli import main
-from gptref.data import TokenFile, batches, chunk, create_dataloader, split, tokenize
-from gptref.prepare import PreparedCorpus, exact_pieces, prepare
+from gptref.data import batches, chunk, split, tokenize
+from gptref.loader import create_dataloader
+from gptref.prepare import exact_pieces, prepare
 from gptref.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, gpt2_tokenizer
+from gptref.tokens import PreparedCorpus, TokenFile
 from tests.test_cli import run_error
 
 VOCABULARY = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "it's", "we'll",
@@ -292,7 +294,7 @@ def test_a_dataset_over_a_token_file_pickles_as_its_path(prepared):
     """A spawned DataLoader worker gets the file's path, not a copy of its tokens."""
     import pickle
 
-    from gptref.data import GPTDataset
+    from gptref.loader import GPTDataset
 
     ds = GPTDataset(TokenFile(prepared / "train.bin"), None, 64, 64)
     blob = pickle.dumps(ds)

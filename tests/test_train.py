@@ -13,11 +13,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptref.data import create_dataloader, split
+from gptref.data import split
+from gptref.loader import create_dataloader
+from gptref.loop import train
 from gptref.loss import calc_loss_batch
 from gptref.model import GPTModel
 from gptref.schedule import appendix_d_lr, lr_at
-from gptref.train import NonFiniteError, evaluate, train, train_step
+from gptref.step import NonFiniteError, evaluate, train_step
 from tests.oracles import oracle_book_training
 
 VOCAB = 101

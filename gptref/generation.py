@@ -1,4 +1,5 @@
-"""Text generation: the book's ``generate`` (top-k, temperature, eos) and ``generate_text_simple``.
+"""Text generation: the book's ``generate`` (top-k, temperature, eos), ``generate_text_simple``
+and the per-epoch sample of its training loop (``sample_text``).
 
 Neither function touches ``model.training``: in train mode dropout stays on, so even greedy
 output is random and draws from the global RNG. The book's ``generate_and_print_sample``
@@ -7,10 +8,14 @@ calls ``model.eval()`` around generation (and ``model.train()`` after); do the s
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
+
+from gptref._check import check_int, check_number
+from gptref.fast import unwrap
+from gptref.model import check_token_batch
+from gptref.tokenizer import text_to_token_ids, token_ids_to_text
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # ids int64 (b, T) -> logits (b, T, vocab)
 
@@ -50,20 +55,17 @@ def generate(
     eos test is ambiguous; here each row has its own threshold and its own eos. Runs under
     ``torch.no_grad()``; ``model.training`` is left as it is.
     """
-    idx = _check_ids("generate", idx)
-    _check_int("generate", "max_new_tokens", max_new_tokens, low=0)
-    _check_int("generate", "context_size", context_size, low=1)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"generate: temperature must be a float, got {temperature!r}")
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(
-            f"generate: temperature must be a finite number >= 0, got {temperature}; "
-            "0 is greedy decoding"
-        )
+    idx = check_token_batch("generate", "idx", idx, nonempty=True).to(torch.int64)
+    check_int("generate", "max_new_tokens", max_new_tokens, low=0)
+    check_int("generate", "context_size", context_size, low=1)
+    check_number(
+        "generate", "temperature", temperature, low=0, what="a finite number",
+        hint="; 0 is greedy decoding",
+    )  # fmt: skip
     if top_k is not None:
-        _check_int("generate", "top_k", top_k, low=1)
+        check_int("generate", "top_k", top_k, low=1)
     if eos_id is not None:
-        _check_int("generate", "eos_id", eos_id, low=0)
+        check_int("generate", "eos_id", eos_id, low=0)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generate: generator must be a torch.Generator or None, got {type(generator).__name__}"
@@ -93,9 +95,9 @@ def generate_text_simple(
     the two differ only where softmax rounds the largest probabilities to a tie (then the
     lower id wins here), so this matches ``generate(temperature=0)`` almost always.
     """
-    idx = _check_ids("generate_text_simple", idx)
-    _check_int("generate_text_simple", "max_new_tokens", max_new_tokens, low=0)
-    _check_int("generate_text_simple", "context_size", context_size, low=1)
+    idx = check_token_batch("generate_text_simple", "idx", idx, nonempty=True).to(torch.int64)
+    check_int("generate_text_simple", "max_new_tokens", max_new_tokens, low=0)
+    check_int("generate_text_simple", "context_size", context_size, low=1)
     with torch.no_grad():
         for _ in range(max_new_tokens):
             logits = model(idx[:, -context_size:])[:, -1, :]  # (b, vocab)
@@ -121,25 +123,15 @@ def _next_token(
     return torch.argmax(logits, dim=-1, keepdim=True)
 
 
-def _check_ids(where: str, idx: torch.Tensor) -> torch.Tensor:
-    if not isinstance(idx, torch.Tensor):
-        raise TypeError(
-            f"{where}: idx must be a tensor of token ids, got {type(idx).__name__}; "
-            "e.g. gptref.text_to_token_ids(text)"
-        )
-    dtype = idx.dtype
-    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
-        raise TypeError(f"{where}: idx must be an integer tensor, got dtype {dtype}")
-    if idx.dim() != 2 or 0 in idx.shape:
-        raise ValueError(
-            f"{where}: idx must have shape (batch, T) with batch, T >= 1, got "
-            f"{tuple(idx.shape)}; add a batch dimension with ids.unsqueeze(0)"
-        )
-    return idx.to(torch.int64)
-
-
-def _check_int(where: str, name: str, value: int, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: {name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{where}: {name} must be >= {low}, got {value}")
+def sample_text(model: Model, start_context: str, device, tokenizer=None) -> str:
+    """The book's ``generate_and_print_sample``, returning the text: 50 greedy tokens after
+    ``start_context`` in eval mode, then the model's mode as it was."""
+    was_training = model.training
+    model.eval()
+    inner = unwrap(model)
+    context_size = inner.pos_emb.weight.shape[0]
+    encoded = text_to_token_ids(start_context, tokenizer).to(device)
+    with torch.no_grad():
+        ids = generate_text_simple(inner, encoded, max_new_tokens=50, context_size=context_size)
+    model.train(was_training)
+    return token_ids_to_text(ids, tokenizer)

@@ -1,0 +1,167 @@
+"""What a benchmark run leaves behind: markdown tables, the rows as JSON with the machine,
+and the sweep's plot (tokens/s and peak memory against batch size)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from gptref._io import atomic_write_text
+from gptref.bench.measure import machine_info
+from gptref.memory import format_bytes
+from gptref.plot import pyplot, save_figure
+
+
+def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A header and rows of cells -> a markdown table."""
+    lines = [head, ["---"] * len(head), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+SWEEP_COLUMNS = [
+    "device",
+    "dtype",
+    "attn",
+    "batch",
+    "accum",
+    "tokens/s",
+    "step median (s)",
+    "step IQR (s)",
+    "peak measured",
+    "peak predicted",
+    "predicted/measured",
+    "RSS, glibc defaults",
+    "MFU",
+    "CPU share",
+    "status",
+]
+COMPARISON_COLUMNS = [
+    "variant",
+    "dtype",
+    "attn",
+    "AdamW",
+    "fused layers",
+    "compile",
+    "vocab pad",
+    "model",
+    "tokens/s",
+    "step median (s)",
+    "speed-up",
+    "MFU",
+    "CPU share",
+]
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of ``run_bench`` -> a markdown table, one line per row. "peak measured" is the
+    estimate's quantity (see ``measure_config``); "RSS, glibc defaults" is what ``top`` shows;
+    "CPU share" is the CPU time the timed steps got over wall time x threads: well below its
+    usual value (~0.9 on an idle machine), other work slowed the row down."""
+    return markdown_table(SWEEP_COLUMNS, [_sweep_cells(r) for r in rows])
+
+
+def format_comparison(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of ``compare_paths`` -> a markdown table with the speed-up over the first row."""
+    return markdown_table(COMPARISON_COLUMNS, [_comparison_cells(r) for r in rows])
+
+
+def _sweep_cells(r: Mapping[str, Any]) -> list[str]:
+    ok, measured = r["status"] == "ok", r.get("peak_bytes_measured")
+    return [
+        r["device"], r["dtype"], r["attn"], str(r["batch_size"]), str(r["accumulation_steps"]),
+        f"{r['tokens_per_s']:,.0f}" if ok else "",
+        f"{r['step_s_median']:.3f}" if ok else "",
+        f"{r['step_s_q1']:.3f}-{r['step_s_q3']:.3f}" if ok else "",
+        format_bytes(measured) if measured else "",
+        format_bytes(r["peak_bytes_predicted"]),
+        f"{r['peak_bytes_predicted'] / measured:.3f}" if measured else "",
+        format_bytes(r["peak_rss_default_malloc"]) if r.get("peak_rss_default_malloc") else "",
+        *_load_cells(r),
+        r["status"] if ok else f"{r['status']}: {r.get('note', '')}",
+    ]  # fmt: skip
+
+
+def _comparison_cells(r: Mapping[str, Any]) -> list[str]:
+    ok = r["status"] == "ok"
+    return [
+        r["variant"], r["dtype"], r["attn"], r["optimizer"],
+        "yes" if r.get("fused_layers") else "no", "yes" if r["compile"] else "no",
+        str(r["vocab_pad"]), r["model"],
+        f"{r['tokens_per_s']:,.0f}" if ok else r["status"],
+        f"{r['step_s_median']:.3f}" if ok else "",
+        f"{r['speedup']:.2f}x" if ok and r.get("speedup") else "",
+        *_load_cells(r),
+    ]  # fmt: skip
+
+
+def _load_cells(r: Mapping[str, Any]) -> list[str]:
+    """MFU and CPU share: how busy the device was, and how much of the CPU the row got."""
+    ok = r["status"] == "ok"
+    return [
+        f"{100 * r['mfu']:.1f} %" if ok and r.get("mfu") else "",
+        f"{r['cpu_share']:.2f}" if ok and r["device"] == "cpu" else "",
+    ]
+
+
+def write_results(
+    rows: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str = "bench"
+) -> dict[str, Path]:
+    """-> paths of ``name``.md (the table: ``format_comparison`` for ``compare_paths`` rows,
+    else ``format_table``), ``name``.json (machine info + rows) and, for a sweep, ``name``.png
+    (left out when matplotlib is not installed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / f"{name}.md", "json": out / f"{name}.json"}
+    comparison = bool(rows) and "variant" in rows[0]
+    atomic_write_text(paths["md"], (format_comparison if comparison else format_table)(rows) + "\n")
+    record = {"machine": machine_info(), "rows": list(rows)}
+    atomic_write_text(paths["json"], json.dumps(record, indent=1) + "\n")
+    if comparison:
+        return paths
+    png = plot_bench(rows, out / f"{name}.png")
+    if png is not None:
+        paths["png"] = png
+    return paths
+
+
+def plot_bench(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
+    """tokens/s and peak memory (measured solid, predicted dashed) against batch size, one line
+    per device/dtype/attn -> ``path``; None when matplotlib is not installed."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4))
+    keys = sorted({(r["device"], r["dtype"], r["attn"]) for r in rows})
+    for key in keys:
+        mine = sorted(
+            (r for r in rows if (r["device"], r["dtype"], r["attn"]) == key),
+            key=lambda r: r["batch_size"],
+        )
+        ok = [r for r in mine if r["status"] == "ok"]
+        label = "/".join(key)
+        line = speed.plot(
+            [r["batch_size"] for r in ok], [r["tokens_per_s"] for r in ok], "o-", label=label
+        )[0]
+        memory.plot(
+            [r["batch_size"] for r in ok],
+            [r["peak_bytes_measured"] / 2**30 for r in ok],
+            "o-",
+            color=line.get_color(),
+            label=f"{label} measured",
+        )
+        memory.plot(
+            [r["batch_size"] for r in mine],
+            [r["peak_bytes_predicted"] / 2**30 for r in mine],
+            "x--",
+            color=line.get_color(),
+            label=f"{label} predicted",
+        )
+    for ax, ylabel in ((speed, "tokens / s"), (memory, "peak memory (GiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (rows)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -1,0 +1,83 @@
+"""``gptref bench``: time ``train_step`` over batch sizes, or the fast paths side by side."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from gptref._setting import nested, same_as, setting
+from gptref.commands.common import no_progress_flag, resolve_device
+from gptref.config import Preset, RunConfig
+from gptref.fast import FastPaths
+
+NAME = "bench"
+HELP = "time train_step over batch sizes: tokens/s, memory, MFU"
+DESCRIPTION = (
+    "For each device/dtype/attention/batch size: warm up, time train_step, record tokens/s, "
+    "step time (median, spread), peak memory measured and predicted, and MFU. Out of memory "
+    "is an OOM row; the sweep goes on. Writes bench.md, bench.json and bench.png to --out."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    preset: Preset = same_as(RunConfig, "preset")
+    context: int | None = same_as(RunConfig, "context")
+    batch_sizes: str = setting("1,2,4,8", "batch sizes, comma-separated", metavar="LIST")
+    device: str = setting("cpu", "cpu, cuda or all (cpu, and cuda when available)",
+                       choices=("cpu", "cuda", "all"))  # fmt: skip
+    dtype: str = setting("float32", "float32,bfloat16 (comma-separated)", metavar="LIST")
+    attn: str = setting("reference", "reference,sdpa (comma-separated)", metavar="LIST")
+    steps: int = setting(3, "timed steps per configuration", metavar="N")
+    # the other fast paths, as `gptref train` declares them (dtype and attn are lists here)
+    fast: FastPaths = nested(FastPaths, exclude=("attn", "dtype"))
+    compare: bool = setting(
+        False, "instead of a sweep: the fp32 reference and the fast paths side by side at the "
+        "first batch size and device, with speed-ups (writes compare.md/json)",
+    )  # fmt: skip
+    out: str = setting("bench", "where bench.md/json/png go", metavar="DIR")
+    no_progress: bool = no_progress_flag()
+
+
+def _split_list(flag_name: str, text: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise ValueError(f"{flag_name}: expected a comma-separated list, got {text!r}")
+    for item in items:
+        if allowed is not None and item not in allowed:
+            raise ValueError(f"{flag_name}: {item!r} is not one of {', '.join(allowed)}")
+    return items
+
+
+def main(args: Args) -> int:
+    import torch
+
+    from gptref.bench import compare_paths, run_bench, standard_variants, write_results
+    from gptref.bench.report import format_comparison, format_table
+
+    sizes = []
+    for item in _split_list("--batch-sizes", args.batch_sizes):
+        if not item.isdigit() or int(item) < 1:
+            raise ValueError(f"--batch-sizes: each size must be an integer >= 1, got {item!r}")
+        sizes.append(int(item))
+    dtypes = _split_list("--dtype", args.dtype, ("float32", "bfloat16"))
+    attns = _split_list("--attn", args.attn, ("reference", "sdpa"))
+    if args.device == "all":
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    else:
+        devices = [resolve_device(args.device).type]
+    if args.compare:
+        variants = standard_variants(devices[0], vocab_pad=args.fast.vocab_pad,
+                                     compile=args.fast.compile)  # fmt: skip
+        rows = compare_paths(variants, args.preset, args.context, sizes[0], devices[0],
+                             steps=args.steps, progress=not args.no_progress)  # fmt: skip
+        write_results(rows, args.out, "compare")
+        print(format_comparison(rows))
+        print(f"wrote {args.out}/: compare.md, compare.json")
+        return 0
+    rows = run_bench(
+        args.preset, args.context, sizes, devices, dtypes, attns, args.steps, args.out,
+        progress=not args.no_progress, fast=args.fast,
+    )  # fmt: skip
+    print(format_table(rows))
+    print(f"wrote {args.out}/: bench.md, bench.json, bench.png")
+    return 0

@@ -1,0 +1,36 @@
+"""``gptref conformance``: gptref's specification run against another implementation."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from gptref._setting import setting
+
+NAME = "conformance"
+HELP = "run gptref's conformance suite against another implementation"
+DESCRIPTION = (
+    "Run gptref's specification (pytest --pyargs gptref.conformance) against MODULE, an adapter "
+    "exposing split, chunk, ..., generate; exits with pytest's status. Equivalent to: "
+    "GPTREF_IMPL=MODULE python -m pytest --pyargs gptref.conformance [PYTEST_ARGS]."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    impl: str = setting(
+        None, "package.module importable from here, or path/to/adapter.py", positional=True,
+        metavar="MODULE",
+    )  # fmt: skip
+    allow_missing: bool = setting(False, "skip, not fail, the tests of functions MODULE lacks")
+    pytest_args: tuple[str, ...] = setting(
+        (), "passed on to pytest, e.g. -x -k chunk", positional=True, nargs=argparse.REMAINDER,
+        metavar="PYTEST_ARGS",
+    )  # fmt: skip
+
+
+def main(args: Args) -> int:
+    from gptref.conformance import run_suite
+
+    extra = (["--allow-missing"] if args.allow_missing else []) + list(args.pytest_args)
+    return run_suite(args.impl, extra)
