@@ -20,7 +20,7 @@ from gptref.conformance.oracles import (
     oracle_window_count,
     oracle_windows,
 )
-from gptref.conformance.repro import Call, Calls
+from gptref.conformance.repro import Call, Calls, Code
 from gptref.conformance.strategies import (
     batch_sizes,
     epochs,
@@ -96,6 +96,20 @@ def test_chunk_rows_equal_the_books_loop(impl, case):
         "shapes and dtypes of (inputs, targets)",
     )
     call.equal([inputs, targets], [want_in, want_out], "windows differ from the book's loop")
+
+
+@book
+@uses("chunk")
+@given(case=windowed_ids(), head=st.integers(1, 5))
+def test_chunk_of_a_view_windows_the_view(impl, case, head):
+    """chunk(ids[head:]) of a longer tensor (a view at a non-zero storage offset) gives the
+    windows of the view's own tokens, the book's loop over them."""
+    ids, L, s = case
+    base = [0] * head + ids
+    view = torch.tensor(base, dtype=torch.int64)[head:]
+    call = Call(impl, "chunk", Code(f"torch.tensor({base})[{head}:]", view), L, s)
+    inputs, targets = call()
+    call.equal([inputs, targets], list(oracle_windows(ids, L, s)), "windows of the view")
 
 
 @book

@@ -28,14 +28,17 @@ LOSS_RTOL, NORM_RTOL, PARAM_RTOL, PARAM_ATOL = 1e-6, 1e-5, 1e-5, 1e-6
 
 @st.composite
 def step_batches(draw, max_rows: int = 6, max_len: int = 8, ignore_index: int = -100, ignore=True):
-    """(inputs, targets): int64 (b, T) ids below VOCAB; some targets ignore_index (from the
-    end: micro-batches of unequal counts), never all; none without ``ignore``."""
+    """(inputs, targets): int64 (b, T) ids below VOCAB; some targets ignore_index anywhere
+    (micro-batches of unequal counts, whole rows ignored between counted ones), never all;
+    none without ``ignore``."""
     b, T = draw(st.integers(1, max_rows)), draw(st.integers(1, max_len))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
     x = torch.randint(0, VOCAB, (b, T), generator=g)
     y = torch.randint(0, VOCAB, (b, T), generator=g)
-    ignored = draw(st.integers(0, b * T - 1)) if ignore else 0
-    y.view(-1)[b * T - ignored :] = ignore_index
+    if ignore:
+        mask = draw(st.lists(st.booleans(), min_size=b * T, max_size=b * T), label="ignored")
+        mask[draw(st.integers(0, b * T - 1), label="one counted")] = False
+        y.view(-1)[torch.tensor(mask)] = ignore_index
     return x, y
 
 
