@@ -97,8 +97,8 @@ JUDGED: dict[str, tuple[str, str]] = {
         "the README's generator seed (seed * 0x9E3779B1 + epoch) mod 2**32 is not pinned: the tests check only that orders differ per seed and epoch",
     ),  # fmt: skip
     "gptref.data.x_windows__mutmut_19": (
-        "gap",
-        "chunk of a tensor view at a non-zero storage offset (ids[k:]) was untested: windows would start at the storage's start. Now pinned by the conformance suite's test_chunk_of_a_view_windows_the_view",
+        "equivalent",
+        "Tensor.as_strided(size, stride) without storage_offset keeps the input's own storage offset, the same as passing ids.storage_offset() (checked: the conformance suite's test_chunk_of_a_view_windows_the_view, added for it, passes on the mutant)",
     ),  # fmt: skip
     "gptref.data.x_collate__mutmut_31": (
         "gap",
@@ -125,7 +125,7 @@ JUDGED: dict[str, tuple[str, str]] = {
     ),  # fmt: skip
     "gptref.step.x_train_step__mutmut_145": (
         "gap",
-        "a micro-batch with no counted target then ends the accumulation loop: the conformance strategy ignored targets only from the end, so such a micro-batch was always last. Now ignored targets fall anywhere",
+        "a micro-batch with no counted target then ends the accumulation loop: the conformance strategy ignored targets only from the end, so such a micro-batch was always last. Closed: ignored targets now fall anywhere, and the mutant is killed (rerun)",
     ),  # fmt: skip
 }
 
