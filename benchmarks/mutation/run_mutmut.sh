@@ -6,7 +6,8 @@
 #
 # Scope: every function of gptref/data.py, loss.py, schedule.py and step.py is mutated; each
 # mutant runs the tests that cover it (mutmut's stats), chosen from the tests of those modules
-# (tests/test_data.py, test_loss.py, test_schedule.py, test_train.py, test_conformance_gptref.py)
+# (tests/test_data.py, test_loss.py, test_schedule.py, test_train.py, test_error_messages.py,
+# test_conformance_gptref.py)
 # and the conformance suite (gptref/conformance, GPTREF_IMPL=gptref), under the `ci`
 # hypothesis profile (derandomized). tests/test_conformance.py (subprocesses) is out of scope.
 # Results: `mutmut results` in WORKDIR; benchmarks/mutation/summarize.py turns them into
@@ -33,6 +34,7 @@ pytest_add_cli_args_test_selection =
     tests/test_loss.py
     tests/test_schedule.py
     tests/test_train.py
+    tests/test_error_messages.py
     tests/test_conformance_gptref.py
     gptref/conformance
 pytest_add_cli_args =
