@@ -436,9 +436,12 @@ def test_plan_json_and_the_train_command_it_prints(capsys):
     assert main(["plan", "--memory", "24GiB", "--preset", "124M", "--context", "1024", "--json"]) == 0  # fmt: skip
     plan = json.loads(capsys.readouterr().out)
     assert plan["micro_batch"] * plan["accumulation_steps"] == plan["effective_batch"] >= 1024
+    levers = (" --loss chunked" if plan["loss_chunk"] else "") + (
+        f" --recompute {plan['recompute']}" if plan["recompute"] else ""
+    )
     assert plan["train_command"] == (
         f"gptref train --preset 124M --context 1024 --batch-size {plan['effective_batch']} "
-        f"--accumulation-steps {plan['accumulation_steps']}"
+        f"--accumulation-steps {plan['accumulation_steps']}{levers}"
     )
 
 
