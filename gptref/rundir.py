@@ -145,8 +145,11 @@ def load_model(path: str | Path, device: torch.device) -> tuple[GPTModel, RunRec
 class MetricsLog:
     """``metrics.jsonl``: one JSON record per evaluation, rewritten atomically as it grows."""
 
-    def __init__(self, path: Path, steps_per_epoch: int) -> None:
+    def __init__(self, path: Path, steps_per_epoch: int, tensorboard: Path | None = None) -> None:
+        """``tensorboard``: also write each new record's losses and lr there as TensorBoard
+        scalars (``pip install 'gptref[tensorboard]'``), at the step they were taken."""
         self.path, self.steps_per_epoch, self.count = path, steps_per_epoch, -1
+        self.tensorboard, self.writer, self.logged = tensorboard, None, 0
 
     def records(self, history: History) -> list[dict[str, Any]]:
         return [
@@ -170,5 +173,29 @@ class MetricsLog:
         if len(history.steps) == self.count:
             return False
         self.count = len(history.steps)
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records(history)))
+        records = self.records(history)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        if self.tensorboard is not None:
+            self._scalars(records)
         return True
+
+    def _scalars(self, records: list[dict[str, Any]]) -> None:
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError(
+                    "--tensorboard needs the tensorboard package: pip install 'gptref[tensorboard]'"
+                ) from None
+            # a resumed run rewrites its history: events past its first record are replaced
+            first = records[0]["step"] if records else 0
+            self.writer = SummaryWriter(str(self.tensorboard), purge_step=first)
+        for record in records[self.logged :]:
+            for name in ("train_loss", "val_loss", "lr", "tokens_seen"):
+                self.writer.add_scalar(name, record[name], record["step"])
+        self.logged = len(records)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

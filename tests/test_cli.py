@@ -506,3 +506,20 @@ def test_redirected_output_has_no_progress_bar_redraws(corpus, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "\r" not in proc.stderr and "\r" not in proc.stdout
     assert proc.stdout.count("Ep 1 (Step") == 2
+
+
+def test_tensorboard_gets_the_scalars_of_metrics_jsonl(corpus, tmp_path):
+    """--tensorboard: the same train/val losses and lr at the same steps as metrics.jsonl."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(corpus), *TINY, "--max-steps", "5", "--out", str(out),
+            "--tensorboard"]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    for name in ("train_loss", "val_loss", "lr"):
+        got = [(e.step, e.value) for e in events.Scalars(name)]
+        assert got == [(r["step"], pytest.approx(r[name], rel=1e-6)) for r in records], name

@@ -33,6 +33,7 @@ EXPECTED = {
         "--sample-every",
         "--no-sample",
         "--json",
+        "--tensorboard",
         "--no-progress",
     ],  # fmt: skip
     "eval": [

@@ -66,6 +66,9 @@ class Args:
     sample_every: int = setting(1, "print a greedy sample after every N-th epoch", metavar="N")
     no_sample: bool = setting(False, "no per-epoch samples")
     json: bool = setting(False, "print the summary as JSON on stdout (the log goes to stderr)")
+    tensorboard: bool = setting(
+        False, "also log metrics.jsonl's scalars to DIR/tensorboard (needs gptref[tensorboard])"
+    )
     no_progress: bool = no_progress_flag()
     given: frozenset[str] = frozenset()  # the RunConfig settings given as flags (not a flag)
 
@@ -113,7 +116,7 @@ def main(args: Args) -> int:
         prompt=args.prompt, resume=args.resume, progress=not args.no_progress,
         given=args.given, overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
         verify=not args.no_verify, sample_every=None if args.no_sample else args.sample_every,
-        say=log,
+        say=log, tensorboard=args.tensorboard,
     )  # fmt: skip
     s = summary
     if s["rank"] != 0:  # under torchrun, rank 0 reports for all

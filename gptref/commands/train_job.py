@@ -72,6 +72,7 @@ def train_run(
     checkpoint_every: int | None = None,
     verify: bool = True,
     sample_every: int | None = 1,
+    tensorboard: bool = False,
 ) -> dict[str, Any]:
     """Train as ``run`` says, writing the run directory ``out`` -> the summary dict.
 
@@ -92,7 +93,7 @@ def train_run(
     group = distributed.init(device) if distributed.launched() else None
     try:
         options = {"overwrite": overwrite, "checkpoint_every": checkpoint_every, "verify": verify,
-                   "sample_every": sample_every}  # fmt: skip
+                   "sample_every": sample_every, "tensorboard": tensorboard}  # fmt: skip
         summary = _train_run(run, group, texts, data, Path(out), device, prompt, resume, progress,
                              say, given, options)  # fmt: skip
     except BaseException:
@@ -213,7 +214,8 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
             lr_at, peak_lr=run.lr, total_steps=total, warmup_steps=run.warmup,
             min_lr=run.min_lr if run.min_lr is not None else 0.0,
         )  # fmt: skip
-    metrics = MetricsLog(out / "metrics.jsonl", steps_per_epoch)
+    tensorboard = out / "tensorboard" if options["tensorboard"] and main_rank else None
+    metrics = MetricsLog(out / "metrics.jsonl", steps_per_epoch, tensorboard)
     n_params = sum(p.numel() for p in base_model.parameters())
     processes = f", {world_size} processes (global batch {run.batch_size * world_size})"
     say(
@@ -280,6 +282,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     plot = None
     if main_rank:
         metrics.update(history)
+        metrics.close()
         epochs_seen = [r["epochs_seen"] for r in metrics.records(history)]
         plot = plot_losses(out / "loss.png", epochs_seen, history.tokens_seen,
                            history.train_losses, history.val_losses)  # fmt: skip
