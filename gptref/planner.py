@@ -197,15 +197,10 @@ def batch_efficiency(tokens: int, device: str = "cpu") -> float:
 
 
 def lever_choices(n_layers: int, chunks: Sequence[int | None] = (None, DEFAULT_LOSS_CHUNK)):
-    """-> every (loss_chunk, recompute) to plan: the full and chunked loss, times no
-    recomputation and each k whose ceil(L/k) checkpointed blocks differ from a larger k's."""
-    ks, seen = [0], set()
-    for k in range(n_layers, 0, -1):
-        blocks = -(-n_layers // k)
-        if blocks not in seen:
-            seen.add(blocks)
-            ks.append(k)
-    return [(chunk, k) for chunk in chunks for k in ks]
+    """-> every (loss_chunk, recompute) to plan: the full and the chunked loss, times no
+    recomputation and every k in 1..n_layers (k's with as many recomputed blocks cost the
+    same and save different amounts: whether the last block is one of them matters)."""
+    return [(chunk, k) for chunk in chunks for k in range(n_layers + 1)]
 
 
 def plan_levers(

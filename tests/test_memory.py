@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from gptref.memory import estimate_training_memory, parameter_count
 from gptref.model import GPT_CONFIG_124M, GPT_CONFIG_SMALL, GPT_CONFIG_TINY, GPTModel
-from gptref.planner import max_batch_size, plan_batches
+from gptref.planner import lever_choices, lever_cost, max_batch_size, plan_batches, plan_levers
 from tests.oracles import oracle_saved_bytes
 from tests.strategies import tiny_configs
 
@@ -269,3 +269,67 @@ def test_levers_at_least_double_the_largest_124m_batch_at_context_1024_in_24gib(
 def test_estimate_rejects_bad_levers(kwargs, message):
     with pytest.raises(ValueError, match=message):
         estimate_training_memory(GPT_CONFIG_TINY, 1, **kwargs)
+
+
+@given(presets, st.integers(2**28, 2**36), st.integers(1, 2048), autocasts)
+def test_every_lever_plan_reaches_the_target_within_the_budget(cfg, budget, target, autocast):
+    """plan_levers: each plan's micro-batch x accumulation reaches the target, its predicted
+    peak (with its levers) fits, and the plans come fastest first."""
+    try:
+        plans = plan_levers(cfg, budget, target, autocast=autocast)
+    except ValueError:  # then not even one row fits with every lever
+        ones = estimate_training_memory(
+            cfg, 1, accumulation_steps=2, autocast=autocast, loss_chunk=1024, recompute=1
+        )
+        assert ones.total > budget, (budget, ones.total)
+        return
+    for p in plans:
+        b = p.batches
+        assert b.effective_batch >= target and b.predicted_peak <= budget, p
+        est = estimate_training_memory(
+            cfg, b.micro_batch, accumulation_steps=b.accumulation_steps, autocast=autocast,
+            loss_chunk=b.loss_chunk, recompute=b.recompute,
+        )  # fmt: skip
+        assert est.total == b.predicted_peak, (p, est.total)
+    speeds = [round(p.speed, 4) for p in plans]
+    assert speeds == sorted(speeds, reverse=True), speeds
+
+
+def test_full_recomputation_costs_a_third_of_the_blocks_training_flops():
+    """lever_cost: recomputing all 12 blocks of GPT-124M at context 1024 adds 12 block
+    forwards, (24*E*E + 4*T*E) FLOPs per token each, over 6N + 12*L*E*T: 24.3 %."""
+    from gptref.bench.flops import flops_per_token
+
+    E, T, L = 768, 1024, 12
+    expected = L * (24 * E * E + 4 * T * E) / flops_per_token(GPT_CONFIG_124M)
+    assert lever_cost(GPT_CONFIG_124M, recompute=1) == pytest.approx(expected)
+    assert round(expected, 3) == 0.243, expected
+    assert lever_cost(GPT_CONFIG_124M, recompute=2) == pytest.approx(expected / 2)
+    assert lever_cost(GPT_CONFIG_124M) == 0.0
+
+
+def test_lever_choices_are_both_losses_times_every_recomputation():
+    """For 12 blocks: k = 0 (none) and 1..12, each with the full and the chunked loss."""
+    choices = lever_choices(12)
+    assert sorted({k for _, k in choices}) == list(range(13)), choices
+    assert {c for c, _ in choices} == {None, 1024} and len(choices) == 26, choices
+
+
+def test_plan_for_124m_at_context_1024_chooses_levers_and_prints_their_costs():
+    """The issue's example: gptref plan --memory 24GiB --target-batch 512 --preset 124M
+    --context 1024 lists lever plans with their costs, and the run command carries the
+    chosen levers."""
+    from gptref.planner import format_plan, plan
+
+    chosen = plan("124M", "24GiB", 512, context=1024)
+    text = format_plan("124M", "24GiB", 512, context=1024)
+    assert "no levers" in text and "recompute 12/12 blocks (--recompute 1)" in text, text
+    assert "cost +24.3 %" in text, text
+    flags = (" --loss chunked" if chosen.loss_chunk else "") + (
+        f" --recompute {chosen.recompute}" if chosen.recompute else ""
+    )
+    assert text.splitlines()[-1].endswith(
+        f"--accumulation-steps {chosen.accumulation_steps}{flags}"
+    )
+    none = plan("124M", "24GiB", 512, context=1024, levers="none")
+    assert (none.loss_chunk, none.recompute) == (None, 0), none

@@ -91,7 +91,7 @@ def _spread(rows: Iterable[Mapping[str, Any]]) -> str:
 
 def _levers(chunk: int | None, k: int) -> str:
     loss = f"chunked loss ({chunk} rows)" if chunk else "full loss"
-    return f"{loss}, " + ("no recomputation" if not k else f"recompute every {k}. block")
+    return f"{loss}, " + ("no recomputation" if not k else f"--recompute {k}")
 
 
 def compare_levers(
@@ -104,9 +104,11 @@ def compare_levers(
     steps: int = 3,
     warmup: int = 1,
     progress: bool = True,
+    isolate: bool = True,
 ) -> list[dict[str, Any]]:
     """Each lever combination (``LEVERS`` by default, set on ``base``) at each batch size ->
-    ``run_bench`` rows (tokens/s, peak memory measured in a process of its own, predicted),
+    ``run_bench`` rows (tokens/s, peak memory measured in a process of its own, predicted;
+    ``isolate=False``: all in this process, glibc's default RSS),
     with ``variant`` and ``tokens_per_s_ratio``: tokens/s over the first variant's at the same
     batch size (None where that one did not run)."""
     levers = LEVERS if levers is None else levers
@@ -115,7 +117,7 @@ def compare_levers(
         paths = base.replace(**changes)
         for row in run_bench(
             preset, context, batch_sizes, ["cpu"], [paths.dtype], [paths.attn], steps,
-            progress=progress, warmup=warmup, fast=paths,
+            progress=progress, warmup=warmup, fast=paths, isolate=isolate,
         ):  # fmt: skip
             rows.append({**row, "variant": name})
     first = next(iter(levers))
