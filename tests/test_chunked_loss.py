@@ -246,3 +246,31 @@ def test_compiled_chunked_loss_matches_eager_to_1e_5():
     targets = torch.randint(0, 11, (20,))
     torch.testing.assert_close(loss_fn(hidden, weight, targets, 6),
                                chunked_cross_entropy(hidden, weight, targets, 6), rtol=1e-5, atol=0)  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("autocast", [False, True])
+def test_chunked_loss_on_cuda_matches_the_full_logits(autocast):
+    """On CUDA (float32: 1e-5 of the largest entry, cuBLAS and the embedding's atomics
+    reorder sums; bf16 autocast: within twice the bf16 reference's distance from float32)."""
+    model = _model().cuda()
+    x, y = (t.cuda() for t in _batch(9, ignored=2))
+    _, fp32 = _loss_and_grads_on(model, x, y, "cuda")
+    ref_loss, ref = _loss_and_grads_on(model, x, y, "cuda", autocast=autocast)
+    loss, got = _loss_and_grads_on(model, x, y, "cuda", chunk=7, autocast=autocast)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-3 if autocast else 1e-5, atol=0)
+    for name, exact in fp32.items():
+        if autocast:
+            ours, theirs = (got[name] - exact).norm(), (ref[name] - exact).norm()
+            assert ours <= 2 * theirs + 1e-7 * exact.norm(), (name, ours, theirs)
+        else:
+            torch.testing.assert_close(got[name], exact, rtol=0,
+                                       atol=1e-5 * exact.abs().max().item(), msg=name)  # fmt: skip
+
+
+def _loss_and_grads_on(model, x, y, device, *, chunk=None, autocast=False):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+        loss = calc_loss_batch(x, y, model, device, loss_chunk=chunk)
+    loss.backward()
+    return loss.detach().double(), {k: p.grad.clone() for k, p in model.named_parameters()}

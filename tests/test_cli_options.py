@@ -73,6 +73,7 @@ EXPECTED = {
         "--loss-chunk",
         "--recompute",
         "--compare",
+        "--levers",
         "--out",
         "--no-progress",
     ],  # fmt: skip

@@ -238,6 +238,18 @@ def test_recompute_trains_bitwise_like_the_reference_with_dropout(recompute, att
         assert torch.equal(value, _params(ref_model)[name]), (recompute, attn, name)
 
 
+@pytest.mark.parametrize("recompute", [1, 2])
+def test_recompute_under_bf16_autocast_trains_bitwise_like_the_bf16_reference(recompute):
+    """bf16 autocast, dropout 0.2: the recomputed blocks run under the same autocast state
+    (torch.utils.checkpoint saves it), so step losses and parameters are the bf16 reference's,
+    bitwise, on CPU."""
+    ref_losses, ref_model = _train(config=DROPOUT, autocast=torch.bfloat16)
+    losses, model = _train(config=DROPOUT, autocast=torch.bfloat16, recompute=recompute)
+    assert torch.equal(losses, ref_losses), (recompute, losses, ref_losses)
+    for name, value in _params(model).items():
+        assert torch.equal(value, _params(ref_model)[name]), (recompute, name)
+
+
 def test_recompute_gives_the_reference_gradients_with_dropout_and_chunked_loss():
     """One backward with both levers and dropout: every gradient equals the reference's to
     the chunked loss's tolerance (1e-5 of the largest entry), the same masks being drawn."""
@@ -300,3 +312,13 @@ def test_fast_paths_reject_bad_levers(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         FastPaths(**kwargs)
+
+
+@cuda_only
+@pytest.mark.parametrize("recompute", [1, 2])
+def test_recompute_on_cuda_trains_like_the_reference_to_1e_5(recompute):
+    """On CUDA the reference is not bitwise reproducible (the embedding's atomics), so the
+    checkpointed run's step losses are held to 1e-5, dropout on."""
+    ref, _ = _train("cuda", config=DROPOUT)
+    got, _ = _train("cuda", config=DROPOUT, recompute=recompute)
+    assert _rel(got, ref) < 1e-5

@@ -10,7 +10,7 @@ configuration, glibc's mmap threshold fixed: the estimate's quantity).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gptref.bench.measure import measure_memory
@@ -39,10 +39,12 @@ def memory_accuracy(
     recomputes: Sequence[int] = (0, 1, 2),
     name: str | None = None,
     progress: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """-> one row per (dtype, loss_chunk, recompute, batch size): ``estimate_training_memory``'s
     total beside the peak ``measure_memory`` measures (each in a process of its own) and their
-    ratio. ``losses``: chunk sizes of the chunked loss, None for the full logits."""
+    ratio. ``losses``: chunk sizes of the chunked loss, None for the full logits. ``on_row``
+    is called with each row as it is measured (to save partial results)."""
     cfg = resolve_config(config, context_length=context)
     label = name or (config if isinstance(config, str) else "custom")
     cases = [(d, c, k, b) for d in dtypes for c in losses for k in recomputes for b in batch_sizes]
@@ -59,7 +61,23 @@ def memory_accuracy(
             "measured_bytes": measured, "peak_phase": est.peak_phase,
             "ratio": est.total / measured if measured else None,
         })  # fmt: skip
+        if on_row is not None:
+            on_row(rows[-1])
     return rows
+
+
+def repredict(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``memory_accuracy`` row with its prediction made again by the current model (the
+    measured bytes are the model's input, not its output)."""
+    from gptref.model import preset as preset_config
+
+    cfg = preset_config(row["preset"], context_length=row["context"], attn_impl=row["attn"])
+    autocast = row["dtype"] if row["dtype"] != "float32" else None
+    est = estimate_training_memory(cfg, row["batch_size"], autocast=autocast,
+                                   loss_chunk=row["loss_chunk"], recompute=row["recompute"])  # fmt: skip
+    measured = row["measured_bytes"]
+    return {**row, "predicted_bytes": est.total, "peak_phase": est.peak_phase,
+            "ratio": est.total / measured if measured else None}  # fmt: skip
 
 
 def format_accuracy(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -101,14 +119,18 @@ def compare_levers(
     *,
     levers: Mapping[str, Mapping[str, Any]] | None = None,
     base: FastPaths = REFERENCE,
+    device: str = "cpu",
     steps: int = 3,
     warmup: int = 1,
     progress: bool = True,
     isolate: bool = True,
+    exact_memory: bool = True,
 ) -> list[dict[str, Any]]:
-    """Each lever combination (``LEVERS`` by default, set on ``base``) at each batch size ->
+    """Each lever combination (``LEVERS`` by default, set on ``base``) at each batch size on
+    ``device`` ->
     ``run_bench`` rows (tokens/s, peak memory measured in a process of its own, predicted;
-    ``isolate=False``: all in this process, glibc's default RSS),
+    ``isolate=False``: all in this process, glibc's default RSS; ``exact_memory=False``: no
+    memory process, the timing process's RSS under glibc's defaults),
     with ``variant`` and ``tokens_per_s_ratio``: tokens/s over the first variant's at the same
     batch size (None where that one did not run)."""
     levers = LEVERS if levers is None else levers
@@ -116,8 +138,9 @@ def compare_levers(
     for name, changes in levers.items():
         paths = base.replace(**changes)
         for row in run_bench(
-            preset, context, batch_sizes, ["cpu"], [paths.dtype], [paths.attn], steps,
+            preset, context, batch_sizes, [device], [paths.dtype], [paths.attn], steps,
             progress=progress, warmup=warmup, fast=paths, isolate=isolate,
+            exact_memory=exact_memory,
         ):  # fmt: skip
             rows.append({**row, "variant": name})
     first = next(iter(levers))
