@@ -138,6 +138,7 @@ def train(
         if seeded:
             train_loader.batch_sampler.set_epoch(epoch)
         model.train()
+        fresh = state.batch_in_epoch == 0  # (resumed at an epoch's end: nothing left in it)
         state.begin_epoch(epoch)
         steps_before = state.global_step
         for input_batch, target_batch in state.epoch_batches(train_loader):
@@ -181,7 +182,7 @@ def train(
                 return history
             if due(step, evaluated=step % eval_freq == 0):
                 save()
-        if num_epochs is None and state.global_step == steps_before:
+        if num_epochs is None and fresh and state.global_step == steps_before:
             raise ValueError(
                 "train: the training loader gave no batches; max_steps cannot be reached"
             )

@@ -103,20 +103,25 @@ def train_run(
     return summary
 
 
-def _resumed(path: Path, run: RunConfig, corpus, given: frozenset[str], say) -> RunConfig:
-    """The saved settings of the run at ``path``, checked against the data; a flag given now
-    that differs from them is named (the saved value wins: the run continues exactly)."""
+def _resumed(
+    path: Path, run: RunConfig, corpus, given: frozenset[str], say
+) -> tuple[RunConfig, bool]:
+    """The saved settings of the run at ``path``, checked against the data, and whether it has
+    a checkpoint to continue from (a run killed before its first save starts over with its
+    settings); a flag given now that differs from them is named (the saved value wins)."""
     from gptref.rundir import CHECKPOINT, CONFIG, RunRecord, find_checkpoint
 
-    try:
-        complete = (path / CONFIG).is_file() and find_checkpoint(path) == path / CHECKPOINT
-    except ValueError:
-        complete = False
-    if not complete:
+    if not (path / CONFIG).is_file():
         raise ValueError(
-            f"--resume {path}: not a gptref run directory with a complete checkpoint "
-            f"(expected {path / CONFIG} and a checkpoint in {path / CHECKPOINT})"
+            f"--resume {path}: not a gptref run directory (no {path / CONFIG}); start a run "
+            "with --out"
         )
+    try:
+        checkpointed = find_checkpoint(path) == path / CHECKPOINT
+    except ValueError:
+        checkpointed = False
+    if not checkpointed:
+        say(f"--resume {path}: no checkpoint was completed yet; starting the run over")
     record = RunRecord.read(path)
     if record.data["sha256"] != corpus.sha256:
         prepared = record.data.get("prepared")
@@ -129,7 +134,7 @@ def _resumed(path: Path, run: RunConfig, corpus, given: frozenset[str], say) -> 
                for k in sorted(given) if now[k] != saved[k]]  # fmt: skip
     if ignored:
         say(f"--resume {path}: the saved settings win; ignoring {', '.join(ignored)}")
-    return record.run
+    return record.run, checkpointed
 
 
 def _train_run(run, group, texts, data, out, device, prompt, resume, progress, say, given, options):
@@ -176,8 +181,9 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     corpus = open_corpus(texts, data, run.train_ratio, verify=options["verify"],
                          progress=progress)  # fmt: skip
     say(f"gptref: training on {corpus.name}")
+    continuing = False
     if resume is not None:
-        run = _resumed(out, run, corpus, given, say)
+        run, continuing = _resumed(out, run, corpus, given, say)
         if isinstance(corpus, TextCorpus):  # the run's own split
             corpus = dataclasses.replace(corpus, train_ratio=run.train_ratio)
     mcfg = run.model_config()
@@ -186,7 +192,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     )
     steps_per_epoch = len(train_loader)
     total = run.total_steps(steps_per_epoch)
-    if resume is not None and saved_step(out / CHECKPOINT) >= total:
+    if continuing and saved_step(out / CHECKPOINT) >= total:
         return {"complete": True, "steps": total, "run_dir": str(out), "rank": rank}
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +270,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
             loss_chunk=run.fast.loss_chunk_rows,
             checkpoint_dir=out / CHECKPOINT, checkpoint_every=options["checkpoint_every"],
             checkpoint_seconds=None if options["checkpoint_every"] else CHECKPOINT_SECONDS,
-            resume_from=out / CHECKPOINT if resume is not None else None,
+            resume_from=out / CHECKPOINT if continuing else None,
             callback=callback, log=write, group=group,
         )  # fmt: skip
     bar.close()
