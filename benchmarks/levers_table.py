@@ -3,6 +3,7 @@ processes of its own, rows appended to a JSON file as they finish (a run cut sho
 
     python -m benchmarks.levers_table [--out benchmarks/results/levers_cpu_124m.json]
         [--only memory|timing|cost] [--limit 18GiB]
+    python -m benchmarks.levers_table --report   # the .md beside the .json, from its rows
 
 Three kinds of row (``kind``):
 
@@ -25,16 +26,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from gptref.bench.levers import LEVERS
 from gptref.bench.measure import EXACT_RSS_ENV, machine_info, run_isolated
+from gptref.bench.report import markdown_table
 from gptref.fast import REFERENCE
 from gptref.memory import estimate_training_memory, format_bytes
 from gptref.model import resolve_config
-from gptref.planner import parse_bytes
+from gptref.planner import max_batch_size, parse_bytes
 
 STEPS = 2
 ROUNDS = 3
@@ -96,15 +99,89 @@ def run_row(kind: str, context: int, variant: str, batch: int, limit: int) -> di
     return row
 
 
+def largest_batches(context: int, budget: int = 24 << 30) -> dict[str, int]:
+    """-> variant: the largest batch whose predicted peak fits ``budget`` at ``context``."""
+    out = {}
+    for variant in LEVERS:
+        paths, cfg = _setup(context, variant)
+        out[variant] = max_batch_size(cfg, budget, loss_chunk=paths.loss_chunk_rows)
+    return out
+
+
+def report(doc: dict[str, Any]) -> str:
+    """The JSON's rows -> markdown: the memory rows (predicted, measured, tokens/s of the
+    measured step), the timing rows, the chunked loss's cost, the largest batches in 24 GiB."""
+    rows = [r for r in doc["rows"] if r["status"] == "ok"]
+    m = doc["machine"]
+    lines = [
+        "# Memory levers, GPT-124M on this CPU", "",
+        f"Machine: {m['cpu_model']}, {m['cpu_count']} cores, torch {m['torch_version']}, float32,"
+        " reference attention, AdamW; shared with other work (load average: the 1-minute"
+        " value before / after each row). `python -m benchmarks.levers_table`.", "",
+        "## Peak memory, predicted and measured", "",
+        "Each row a process of its own, `MALLOC_MMAP_THRESHOLD_=65536`, one warm-up step then"
+        " the measured step; tokens/s is that step's, under this allocator setting and the"
+        " load shown.", "",
+    ]  # fmt: skip
+    head = ["context", "variant", "batch", "predicted", "measured", "predicted/measured",
+            "tokens/s", "CPU share", "load"]  # fmt: skip
+    mem = sorted((r for r in rows if r["kind"] == "memory"),
+                 key=lambda r: (r["context"], list(LEVERS).index(r["variant"]), r["batch_size"]))  # fmt: skip
+    cells = [[str(r["context"]), r["variant"], str(r["batch_size"]),
+              format_bytes(r["predicted_bytes"]), format_bytes(r["measured_bytes"]),
+              f"{r['ratio']:.3f}", f"{r['tokens_per_s']:.1f}", f"{r['cpu_share']:.2f}",
+              f"{r['load_before']:.1f} / {r['load_after']:.1f}"] for r in mem]  # fmt: skip
+    lines += [markdown_table(head, cells), ""]
+    if mem:
+        ratios = sorted(r["ratio"] for r in mem)
+        lines += [f"Predicted / measured over {len(mem)} rows: min {ratios[0]:.3f}, median "
+                  f"{statistics.median(ratios):.3f}, max {ratios[-1]:.3f}.", ""]  # fmt: skip
+    for kind, title in (("timing", "tokens/s, glibc defaults"),
+                        ("cost", "The chunked loss's cost, batch 4, context 256")):  # fmt: skip
+        mine = [r for r in rows if r["kind"] == kind]
+        if not mine:
+            continue
+        lines += [f"## {title}", "",
+                  f"One warm-up step, {STEPS} timed steps, the median; "
+                  + ("variants in turn, round by round." if kind == "cost" else ""), ""]  # fmt: skip
+        head = ["round", "context", "variant", "batch", "tokens/s", "CPU share", "load"]
+        cells = [[str(r["round"]), str(r["context"]), r["variant"], str(r["batch_size"]),
+                  f"{r['tokens_per_s']:.1f}", f"{r['cpu_share']:.2f}",
+                  f"{r['load_before']:.1f} / {r['load_after']:.1f}"] for r in mine]  # fmt: skip
+        lines += [markdown_table(head, cells), ""]
+        if kind == "cost":
+            by_round: dict[int, dict[str, float]] = {}
+            for r in mine:
+                by_round.setdefault(r["round"], {})[r["variant"]] = r["tokens_per_s"]
+            ratios = [v["chunked loss"] / v["reference"] for v in by_round.values()
+                      if {"chunked loss", "reference"} <= v.keys()]  # fmt: skip
+            if ratios:
+                lines += ["chunked / reference tokens/s per round: "
+                          + ", ".join(f"{x:.3f}" for x in ratios)
+                          + f"; median {statistics.median(ratios):.3f}.", ""]  # fmt: skip
+    lines += ["## Largest batch in 24 GiB (predicted)", ""]
+    head = ["context", *LEVERS]
+    cells = []
+    for context in sorted({r["context"] for r in doc["rows"]}):
+        best = largest_batches(context)
+        cells.append([str(context), *(str(best[v]) for v in LEVERS)])
+    lines += [markdown_table(head, cells)]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/levers_cpu_124m.json")
     parser.add_argument("--only", choices=["memory", "timing", "cost"], action="append")
     parser.add_argument("--limit", default="18GiB")
+    parser.add_argument("--report", action="store_true", help="write the .md from the .json")
     args = parser.parse_args(argv)
     limit = parse_bytes(args.limit)
     out = Path(args.out)
     doc = json.loads(out.read_text()) if out.exists() else {"machine": machine_info(), "rows": []}
+    if args.report:
+        out.with_suffix(".md").write_text(report(doc))
+        return 0
     done = {(r["kind"], r["context"], r["variant"], r["batch_size"], r.get("round", 0))
             for r in doc["rows"]}  # fmt: skip
     plan = [("memory", *c, 0) for c in MEMORY[:-1]]

@@ -42,7 +42,7 @@ class Args:
         "first batch size and device, with speed-ups (writes compare.md/json)",
     )  # fmt: skip
     levers: bool = setting(
-        False, "instead of a sweep: the memory levers side by side (reference, chunked loss, "
+        False, "instead of the default sweep: the memory levers side by side (reference, chunked loss, "
         "recompute every block, both) at every batch size on the first device and dtype, with "
         "tokens/s over the reference's and peak memory measured and predicted (writes "
         "levers.md/json)",
