@@ -138,9 +138,10 @@ def parse_bytes(text: str | int) -> int:
 # CUDA: the H100 rows of benchmarks/results/cuda_h100 (fastest path, 286k tokens/s at 16k
 # tokens, 327k at 32k) give ~5,000.
 HALF_SPEED_TOKENS = {"cpu": 100, "cuda": 5000}
-# The chunked loss adds no FLOPs (its gradients are computed in its forward pass); what it
-# costs in time on CPU was measured beside the reference (benchmarks/results/levers_cpu.md:
-# GPT-124M, context 256, batch 4). On CUDA it is not measured yet: its FLOP count, 0.
+# The chunked loss adds no FLOPs (its gradients are computed in its forward pass), so its
+# stated cost is 0. Measured beside the reference on CPU (benchmarks/results/levers_cpu_124m.md:
+# GPT-124M, context 256, batch 4, the two in turn) on a machine at load 10-12 on 2 cores, the
+# ratios are noise-dominated and do not resolve it; on CUDA it is not measured yet.
 CHUNKED_LOSS_COST = {"cpu": 0.0, "cuda": 0.0}
 DEFAULT_LOSS_CHUNK = 1024  # gptref.chunked_loss.DEFAULT_CHUNK, FastPaths.loss_chunk's default
 
