@@ -150,7 +150,10 @@ def estimate_training_memory(
       logits' gradient, ``3*b*T*V*4``; the logits themselves died with ``calc_loss_batch``;
     - ``head-backward``: the logits' gradient (and its cast), ``out_head.weight.grad``
       (``V*E*p``) and the gradient of its input;
-    - ``layers-backward``: the last block's backward temporaries while all activations live;
+    - ``layers-backward``: the last block's backward while all activations live: the MLP's
+      temporaries (two ``(b, T, 4E)`` gradients), or later the attention's (one ``(b, h, T,
+      T)`` gradient at a time, reference attention), when the MLP half's saved tensors
+      (GELU's ``20*u*a``, fc1's input, ln2's ``3*u*r + b*T*r``, one shortcut mask) are freed;
     - ``optimizer-step``: all gradients + AdamW's temporaries, on CPU ``2 * largest
       parameter`` (single-tensor AdamW: ``exp_avg_sq.sqrt() / c``), on CUDA ``N*p``
       (foreach AdamW: ``_foreach_sqrt`` of every ``exp_avg_sq``).
@@ -279,7 +282,12 @@ def estimate_training_memory(
             phases["head-grad-cast"] = _phase(
                 g0 or head_grad, activations, 0, w16 + batch + V * E * a + fresh
             )
-    layer_bwd = _block_backward_workspace(b, T, E, h, a, attn, cuda, dropout)
+    mlp_ws, attn_ws = _block_backward_workspace(b, T, E, h, a, attn, cuda, dropout)
+    # the MLP's backward runs first, with every saved tensor of the block live; by the
+    # attention's, the MLP half's saved tensors (GELU, fc1's input, ln2, the second shortcut
+    # mask) are freed
+    mlp_half = 20 * u * a + u * a + 3 * u * r + bT * r + (u * (1 if cuda else a) if dropout else 0)
+    layer_bwd = max(mlp_ws, attn_ws - mlp_half)
     if k and (L - 1) % k == 0:  # the last block is recomputed while the others' inputs live
         layer_bwd += layer - u * r + (2 * 12 * E * E if low is not None else 0)
     phases["layers-backward"] = _phase(g0 or head_grad, activations, 0, w16 + batch + layer_bwd)
@@ -375,8 +383,8 @@ def _block_backward_workspace(
     of two (b, h, T, T) tensors at once in attention, or of two (b, T, 4E) ones in GELU."""
     u, s = b * T * E, b * h * T * T
     fused = attn == "sdpa" and (cuda or not dropout)
-    attention = 4 * u * a if fused else 2 * s * (4 if attn == "sdpa" else a) + 3 * u * a
-    return max(attention, 2 * 4 * u * a + u * a)
+    attention = 4 * u * a if fused else 1 * s * (4 if attn == "sdpa" else a) + 3 * u * a
+    return 2 * 4 * u * a + u * a, attention
 
 
 def parameter_count(config: GPTConfig | Mapping[str, Any], *, embeddings: bool = True) -> int:
