@@ -39,6 +39,44 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def under_xdist(config: pytest.Config) -> bool:
+    """True in a pytest-xdist controller (``-n`` has set ``--dist``) and in its workers."""
+    return getattr(config.option, "dist", "no") != "no" or hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if under_xdist(config) and not hasattr(config, "workerinput"):  # the controller
+        config.pluginmanager.register(_XdistLevels(config), "gptref-conformance-xdist-levels")
+
+
+class _XdistLevels:
+    """Level verdicts under pytest-xdist (``-n``). The controller collects no tests, so the
+    suite's conftest (which records each outcome into its level) runs only in the workers;
+    the controller receives every report, with the ``gptref_level`` property the conftest
+    gave the item, and records and writes the verdicts here. gptref is imported only once a
+    conformance report arrives."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.recorder = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        level = dict(report.user_properties).get("gptref_level")
+        if level is None:
+            return
+        if self.recorder is None:
+            from gptref.conformance.conftest import new_recorder
+
+            self.recorder = new_recorder(self.config)
+        self.recorder.record(level, report)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.recorder is not None:
+            from gptref.conformance.conftest import write_summary
+
+            write_summary(self.config, terminalreporter, self.recorder)
+
+
 def pytest_report_header(config: pytest.Config) -> str | None:
     return _header(config)
 

@@ -103,6 +103,23 @@ def test_quiet_run_shows_the_header_and_the_level_verdicts_and_writes_json(tmp_p
     assert '<property name="gptref_level" value="book"' in out_xml.read_text()
 
 
+@pytest.mark.slow
+def test_under_xdist_the_level_verdicts_and_json_are_the_one_process_runs(tmp_path):
+    """pytest -n 2: the conftest runs only in the workers; the controller still prints each
+    level's verdict once and writes the same JSON as a run in one process."""
+    select = ["-k", "split_parts or exact_schedule_end or num_chunks_is_the"]
+    verdicts = {}
+    for name, extra in (("serial", []), ("xdist", ["-n", "2"])):
+        out_json = tmp_path / f"{name}.json"
+        done = run(["pytest", "--pyargs", "gptref.conformance", "-q", *select, *extra,
+                    f"--conformance-json={out_json}"], GPTREF_IMPL="examples.book_style_broken")  # fmt: skip
+        assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
+        assert len(re.findall(r"=+ gptref conformance: levels =+", done.stdout)) == 1, done.stdout[-3000:]  # fmt: skip
+        assert re.search(r"^book\s+failed\s+1 passed, 1 failed$", done.stdout, re.M), done.stdout[-2000:]  # fmt: skip
+        verdicts[name] = json.loads(out_json.read_text())["levels"]
+    assert verdicts["xdist"] == verdicts["serial"]
+
+
 SHARD_BUG = """
 from examples.book_style import *  # noqa: F403
 from examples.book_style import batch_order as _book_batch_order

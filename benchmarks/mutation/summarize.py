@@ -9,10 +9,18 @@ survivor's diff comes from ``mutmut show`` and its judgement from ``JUDGED`` bel
 score is given as measured and with the survivors judged equivalent left out.
 
 Writes ``benchmarks/results/mutmut.json`` and ``mutmut.md``.
+
+    python -m benchmarks.mutation.summarize WORKDIR --previous OLD_WORKDIR
+
+combines a rerun with an earlier run: a mutant WORKDIR ran has WORKDIR's outcome; one only
+OLD_WORKDIR ran keeps its old outcome if its function's source is the same in both copies
+(tests were only added in between, so a mutant killed then is killed now), and is dropped if
+the function changed (its mutant numbers no longer name the same edits).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -151,13 +159,45 @@ def show(workdir: Path, name: str) -> list[str]:
     ]
 
 
+def exit_codes(workdir: Path) -> dict[str, int | None]:
+    """mutant name -> mutmut's exit code (None: not run), over every mutated file."""
+    codes: dict[str, int | None] = {}
+    for meta in sorted((workdir / "mutants" / "gptref").glob("*.py.meta")):
+        codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return codes
+
+
+def function_sources(workdir: Path, module: str) -> dict[str, str]:
+    """'gptref.data' -> {function name: its normalised source} in WORKDIR's (unmutated) copy."""
+    path = workdir.joinpath(*module.split(".")).with_suffix(".py")
+    tree = ast.parse(path.read_text())
+    return {n.name: ast.unparse(n) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+
+
+def combined(workdir: Path, previous: Path | None) -> dict[str, int | None]:
+    codes = exit_codes(workdir)
+    if previous is None:
+        return codes
+    sources: dict[tuple[Path, str], dict[str, str]] = {}
+    for name, code in exit_codes(previous).items():
+        if code is None or codes.get(name) is not None:
+            continue
+        module, rest = name.split(".x_", 1)
+        fn = rest.split("__mutmut")[0]
+        for wd in (workdir, previous):
+            sources.setdefault((wd, module), function_sources(wd, module))
+        if sources[(workdir, module)].get(fn) == sources[(previous, module)].get(fn):
+            codes[name] = code
+    return codes
+
+
 def main(argv: list[str]) -> int:
     workdir = Path(argv[0]).resolve()
+    previous = Path(argv[argv.index("--previous") + 1]).resolve() if "--previous" in argv else None
     rows = []
-    for meta in sorted((workdir / "mutants" / "gptref").glob("*.py.meta")):
-        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
-            module, rest = name.split(".x_", 1)
-            rows.append((module, rest.split("__mutmut")[0], name, outcome(code)))
+    for name, code in combined(workdir, previous).items():
+        module, rest = name.split(".x_", 1)
+        rows.append((module, rest.split("__mutmut")[0], name, outcome(code)))
     ran = [r for r in rows if r[3] != "not run"]
     per_function: dict[str, Counter] = defaultdict(Counter)
     for module, fn, _, result in ran:

@@ -25,6 +25,7 @@ from gptref.conformance.levels import LEVELS, check_level
 from gptref.conformance.report import Recorder
 from gptref.conformance.settings import configure
 from gptref.conformance.tokenizer import install_offline_gpt2
+from gptref_pytest import under_xdist
 
 configure()
 
@@ -47,6 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[IMPL_KEY] = impl
     install_offline_gpt2()
     config.stash[RECORDER_KEY] = Recorder(impl, _required(config))
+    config.pluginmanager.register(_LevelRecording(config), "gptref-conformance-levels")
 
 
 def _option(config: pytest.Config, name: str, default=None):
@@ -115,19 +117,36 @@ def pytest_runtest_call(item: pytest.Item):
         raise
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    report = yield
-    recorder = item.config.stash.get(RECORDER_KEY, None)
-    level = level_of(item)
-    if recorder is not None and level is not None:
-        recorder.record(level, report)
-    return report
+class _LevelRecording:
+    """Records each report into its level where the reports arrive: in the one process, or,
+    under pytest-xdist, in the controller (which gets every worker's reports, with the
+    ``gptref_level`` user property, and writes the summary; the workers write none)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        recorder = self.config.stash.get(RECORDER_KEY, None)
+        level = dict(report.user_properties).get("gptref_level")
+        if recorder is not None and level is not None:
+            recorder.record(level, report)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     recorder = config.stash.get(RECORDER_KEY, None)
-    if recorder is None or not recorder.levels:
+    if recorder is None or under_xdist(config):  # gptref_pytest's controller plugin reports
+        return
+    write_summary(config, terminalreporter, recorder)
+
+
+def new_recorder(config: pytest.Config) -> Recorder:
+    """A Recorder for the implementation under test (``gptref_pytest`` makes one under xdist)."""
+    return Recorder(load_implementation(), _required(config))
+
+
+def write_summary(config: pytest.Config, terminalreporter, recorder: Recorder) -> None:
+    """The end-of-run level verdicts, on the terminal and (``--conformance-json``) as JSON."""
+    if not recorder.levels:
         return
     recorder.write_terminal(terminalreporter)
     path = _option(config, "--conformance-json")
