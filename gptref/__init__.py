@@ -10,8 +10,9 @@ The modules, one concept each, in the order the data flows::
     loader.py       GPTDataset, BatchOrderSampler, create_dataloader (torch plumbing)
     model.py        GPTConfig, GPTModel, the presets (the book's architecture and names)
     loss.py         calc_loss_batch, calc_loss_loader, perplexity (the one home of the loss)
+    chunked_loss.py the head and cross-entropy in row chunks, without the (b*T, V) logits
     schedule.py     lr_at (warmup + cosine), the book's appendix-D formula
-    fast.py         FastPaths: every opt-in speed path as one type; FAST
+    fast.py         FastPaths: every opt-in speed and memory path as one type; FAST
     step.py         train_step, evaluate (the process group comes in as an argument)
     loop.py         train: the book's loop, with a callback after every step
     state.py        TrainState, History: position and record of a run, saved and resumed exactly
@@ -23,11 +24,11 @@ The modules, one concept each, in the order the data flows::
     weights.py      import/export of Hugging Face GPT-2 weights; hf_layout.py: both layouts checked
     distributed.py  torchrun / DDP: the process group, its collectives
     memory.py       the analytic training-memory model
-    planner.py      the batch planner (gptref plan)
+    planner.py      the batch and lever planner (gptref plan)
     config.py       RunConfig: every run setting once, typed, validated once; book()
     rundir.py       a run directory: its record, metrics.jsonl, the checkpoint in it
     plot.py         the book's loss figure
-    bench/          measure, flops, sweep, compare, report (gptref bench, benchmarks/)
+    bench/          measure, flops, sweep, compare, levers, report (gptref bench, benchmarks/)
     commands/       one module per CLI subcommand
     cli.py          argparse built from the commands' dataclasses: no logic of its own
     conformance/    the specification, runnable against any implementation
@@ -72,6 +73,7 @@ _EXPORTS = {
     ),
     **dict.fromkeys(["generate", "generate_text_simple"], "gptref.generation"),
     **dict.fromkeys(["calc_loss_batch", "calc_loss_loader", "perplexity"], "gptref.loss"),
+    "chunked_cross_entropy": "gptref.chunked_loss",
     **dict.fromkeys(
         [
             "GPT_CONFIG_124M",

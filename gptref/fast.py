@@ -21,6 +21,13 @@ it (``benchmarks/test_bench_fast.py``):
 - ``pin_memory``: page-locked batches copied with ``non_blocking=True``, so the host-to-GPU
   copy overlaps the previous step (``None``: on CUDA only).
 
+Two of them are memory paths, levers for a larger batch (``gptref plan`` chooses them):
+
+- ``loss="chunked"``: the output head and cross-entropy ``loss_chunk`` rows at a time
+  (``gptref.chunked_loss``): the (b, T, vocab) logits and their log-softmax never exist;
+- ``recompute=k``: activation checkpointing of every k-th transformer block (1: all of them):
+  a checkpointed block keeps only its input and runs its forward again in the backward.
+
 torch is imported inside the functions: the CLI reads these fields to build its flags, and
 ``gptref --help`` should not pay torch's start-up.
 """
@@ -44,6 +51,7 @@ Attn = Literal["reference", "sdpa"]
 Dtype = Literal["float32", "bfloat16"]
 Optimizer = Literal["default", "for-loop", "foreach", "fused"]
 OPTIMIZER_IMPLS: tuple[str, ...] = get_args(Optimizer)
+Loss = Literal["full", "chunked"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +75,22 @@ class FastPaths:
     fused_layers: bool = setting(
         False, "LayerNorm and GELU as one kernel each (F.layer_norm, F.gelu): same functions"
     )
+    loss: Loss = setting(
+        "full", "chunked: out_head and cross-entropy in --loss-chunk rows at a time, without the "
+        "(batch, T, vocab) logits (less memory, same loss)",
+    )  # fmt: skip
+    loss_chunk: int = setting(1024, "rows of batch*T per chunk of --loss chunked", metavar="ROWS")
+    recompute: int = setting(
+        0, "activation checkpointing: recompute every K-th transformer block in the backward "
+        "(1: all; 0: none); less memory, one more forward of those blocks", metavar="K",
+    )  # fmt: skip
     pin_memory: bool | None = None  # page-locked batches; None: on CUDA (not a flag)
 
     def __post_init__(self) -> None:
-        for name, kind in (("attn", Attn), ("dtype", Dtype), ("optimizer", Optimizer)):
+        check_int("FastPaths", "loss_chunk", self.loss_chunk, low=1, hint="; e.g. 1024")
+        check_int("FastPaths", "recompute", self.recompute, low=0, hint=" (0: none, 1: all blocks)")
+        for name, kind in (("attn", Attn), ("dtype", Dtype), ("optimizer", Optimizer),
+                           ("loss", Loss)):  # fmt: skip
             check_choice("FastPaths", name, getattr(self, name), get_args(kind))
         for name in ("compile", "tf32", "fused_layers"):
             if not isinstance(getattr(self, name), bool):
@@ -90,13 +110,20 @@ class FastPaths:
         return dataclasses.replace(self, **changes)
 
     def apply(self, config: GPTConfig) -> GPTConfig:
-        """The model-side paths (attention, vocabulary pad, fused layers) set on ``config``."""
+        """The model-side paths (attention, vocabulary pad, fused layers, recomputation) set
+        on ``config``."""
         return dataclasses.replace(
             config,
             attn_impl=self.attn,
             vocab_pad_multiple=self.vocab_pad,
             fused_layers=self.fused_layers,
+            recompute=self.recompute,
         )
+
+    @property
+    def loss_chunk_rows(self) -> int | None:
+        """``train_step``'s ``loss_chunk``: rows per chunk, or None for the full logits."""
+        return self.loss_chunk if self.loss == "chunked" else None
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

@@ -50,6 +50,7 @@ def train(
     max_steps: int | None = None,
     accumulation_steps: int = 1,
     autocast_dtype: torch.dtype | None = None,
+    loss_chunk: int | None = None,
     eval_weighting: str = "batch",
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
@@ -85,7 +86,8 @@ def train(
     ``callback(info)`` runs after every step with ``info = {"step", "epoch", "result",
     "history", "state", "step_seconds"}`` (the update alone, evaluation excluded); returning True stops training (after a checkpoint when
     ``checkpoint_dir`` is set). ``group``: the process group (``gptref.distributed``), None
-    for one process; rank 0 alone logs and writes.
+    for one process; rank 0 alone logs and writes. ``loss_chunk``: ``train_step``'s and
+    ``evaluate``'s (the chunked loss, ``FastPaths.loss_chunk_rows``).
     """
     for name, value in (("eval_freq", eval_freq), ("eval_iter", eval_iter),
                         ("sample_every", sample_every)):  # fmt: skip
@@ -152,6 +154,7 @@ def train(
                 grad_clip=grad_clip if step >= clip_from_step else None,
                 accumulation_steps=accumulation_steps,
                 autocast_dtype=autocast_dtype,
+                loss_chunk=loss_chunk,
                 group=group,
             )
             step_seconds = time.perf_counter() - started
@@ -162,7 +165,7 @@ def train(
                 with quiet():
                     train_loss, val_loss = evaluate(
                         model, train_loader, val_loader, device, eval_iter,
-                        weighting=eval_weighting, group=group,
+                        weighting=eval_weighting, loss_chunk=loss_chunk, group=group,
                     )  # fmt: skip
                 history.record_evaluation(step, epoch + 1, state.tokens_seen, train_loss, val_loss)
                 say(

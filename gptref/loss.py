@@ -32,6 +32,7 @@ def calc_loss_batch(
     *,
     ignore_index: int = -100,
     reduction: Literal["mean", "sum"] = "mean",
+    loss_chunk: int | None = None,
 ) -> torch.Tensor:
     """inputs, targets: int64 (b, T) -> float32 scalar: the book's loss, the mean cross-entropy
     over the targets that are not ``ignore_index`` (nan when none are); ``reduction="sum"``:
@@ -39,17 +40,44 @@ def calc_loss_batch(
 
     The one place gptref computes a loss: ``calc_loss_loader`` and ``train_step`` (its
     accumulation and data-parallel forms use the sum) call it. Differentiable; moves both
-    batches to ``device``."""
+    batches to ``device``. ``loss_chunk=c`` (a ``GPTModel``, possibly wrapped): the head and
+    the cross-entropy ``c`` rows of ``b*T`` at a time (``gptref.chunked_loss``), the same
+    loss without the (b, T, vocab) logits; None: the book's full logits."""
+    if loss_chunk is not None:
+        return _chunked_loss(input_batch, target_batch, model, device, loss_chunk,
+                             ignore_index, reduction)  # fmt: skip
     logits, targets = _flat_logits(input_batch, target_batch, model, device)
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
 
 
+def _to_device(input_batch, target_batch, device) -> tuple[torch.Tensor, torch.Tensor]:
+    # non_blocking: from a pinned batch the copy overlaps GPU work; otherwise no-op
+    return input_batch.to(device, non_blocking=True), target_batch.to(device, non_blocking=True)
+
+
 def _flat_logits(input_batch, target_batch, model, device) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (logits (b*T, vocab), targets (b*T,)) on ``device``."""
-    # non_blocking: from a pinned batch the copy overlaps GPU work; otherwise no-op
-    input_batch = input_batch.to(device, non_blocking=True)
-    target_batch = target_batch.to(device, non_blocking=True)
+    input_batch, target_batch = _to_device(input_batch, target_batch, device)
     return model(input_batch).flatten(0, 1), target_batch.flatten()  # (b*T, vocab), (b*T,)
+
+
+def _chunked_loss(input_batch, target_batch, model, device, chunk, ignore_index, reduction):
+    """The head and the loss in chunks: ``model(x, head=False)`` gives out_head's input."""
+    from gptref.chunked_loss import chunked_cross_entropy
+    from gptref.fast import unwrap
+
+    input_batch, target_batch = _to_device(input_batch, target_batch, device)
+    base = unwrap(model)
+    if not hasattr(base, "head_weight"):
+        raise TypeError(
+            f"calc_loss_batch: loss_chunk needs a gptref GPTModel (forward(ids, head=False) and "
+            f"head_weight()), got {type(base).__name__}; pass loss_chunk=None"
+        )
+    hidden = model(input_batch, head=False).flatten(0, 1)  # (b*T, emb_dim)
+    return chunked_cross_entropy(
+        hidden, base.head_weight(), target_batch.flatten(), chunk,
+        ignore_index=ignore_index, reduction=reduction,
+    )  # fmt: skip
 
 
 def counted_targets(target_batch: torch.Tensor, ignore_index: int = -100) -> int:
@@ -65,6 +93,7 @@ def calc_loss_loader(
     *,
     weighting: Weighting = "batch",
     ignore_index: int = -100,
+    loss_chunk: int | None = None,
 ) -> float:
     """(inputs, targets) batches -> the loss over the first ``num_batches`` of them (all if None).
 
@@ -75,6 +104,7 @@ def calc_loss_loader(
     change ``model.training``: call ``model.eval()`` first for a deterministic number, as the
     book's ``evaluate_model`` does. ``data_loader`` needs no ``len`` when ``num_batches`` is
     given; a DataLoader is iterated once (so a shuffling one draws from the global RNG once).
+    ``loss_chunk``: as ``calc_loss_batch``'s.
     """
     check_choice("calc_loss_loader", "weighting", weighting, WEIGHTINGS)
     if num_batches is not None:
@@ -98,13 +128,14 @@ def calc_loss_loader(
         for input_batch, target_batch in itertools.islice(data_loader, num_batches):
             if weighting == "batch":
                 loss = calc_loss_batch(
-                    input_batch, target_batch, model, device, ignore_index=ignore_index
-                )
+                    input_batch, target_batch, model, device, ignore_index=ignore_index,
+                    loss_chunk=loss_chunk,
+                )  # fmt: skip
                 total_loss += loss.item()
             else:
                 loss_sum = calc_loss_batch(
                     input_batch, target_batch, model, device,
-                    ignore_index=ignore_index, reduction="sum",
+                    ignore_index=ignore_index, reduction="sum", loss_chunk=loss_chunk,
                 )  # fmt: skip
                 total_loss += loss_sum.item()
                 n_tokens += counted_targets(target_batch, ignore_index)
@@ -135,10 +166,13 @@ def loader_loss(
     *,
     ignore_index: int = -100,
     progress: bool = False,
+    loss_chunk: int | None = None,
 ) -> LoaderLoss:
     """Both of ``calc_loss_loader``'s weightings in one pass over the batches: each batch's
     logits are reduced twice (mean and sum), so each number equals ``calc_loss_loader``'s to
-    the bit. Under ``torch.no_grad()``; ``model.training`` untouched (call ``eval()``)."""
+    the bit (with ``loss_chunk``, the chunked sum and that sum over the count, as
+    ``calc_loss_batch`` computes its mean). Under ``torch.no_grad()``; ``model.training``
+    untouched (call ``eval()``)."""
     from tqdm.auto import tqdm
 
     if num_batches is not None:
@@ -151,11 +185,18 @@ def loader_loss(
         batches = itertools.islice(data_loader, num_batches)
         for input_batch, target_batch in tqdm(batches, total=total, unit="batch",
                                               disable=not progress, leave=False):  # fmt: skip
-            logits, targets = _flat_logits(input_batch, target_batch, model, device)
-            means += F.cross_entropy(logits, targets, ignore_index=ignore_index).item()
-            sums += F.cross_entropy(
-                logits, targets, ignore_index=ignore_index, reduction="sum"
-            ).item()
+            if loss_chunk is not None:
+                total = _chunked_loss(input_batch, target_batch, model, device, loss_chunk,
+                                      ignore_index, "sum")  # fmt: skip
+                count = (target_batch != ignore_index).sum().to(total.device)
+                means += (total / count).item()
+                sums += total.item()
+            else:
+                logits, targets = _flat_logits(input_batch, target_batch, model, device)
+                means += F.cross_entropy(logits, targets, ignore_index=ignore_index).item()
+                sums += F.cross_entropy(
+                    logits, targets, ignore_index=ignore_index, reduction="sum"
+                ).item()
             n_batches += 1
             n_tokens += counted_targets(target_batch, ignore_index)
     nan = float("nan")

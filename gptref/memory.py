@@ -52,6 +52,8 @@ class MemoryEstimate:
 
     batch_size: int  # rows per forward pass (the micro-batch)
     context: int  # T, tokens per row
+    loss_chunk: int | None  # rows per chunk of the chunked loss; None: the full logits
+    recompute: int  # activation checkpointing of every k-th block; 0: none
     parameters: int  # N * p
     buffers: int  # the causal masks: L * C * C * 4 (float32, one per block)
     gradients: int  # N * p, all .grad tensors
@@ -59,7 +61,8 @@ class MemoryEstimate:
     runtime: int  # the math libraries' buffers and caches (RUNTIME_BYTES), measured
     activations_per_layer: int  # what autograd saves in one TransformerBlock
     activations: int  # what autograd saves in the whole forward, except the loss's log-softmax
-    logits: int  # the loss side at its peak: log-softmax kept + its gradient + the logits' gradient
+    logits: int  # the loss side at its peak: log-softmax kept + its gradient + the logits'
+    # gradient; chunked: one chunk's logits and temporaries + the head's gradients
     autocast_weights: int  # low-precision copies of the Linear weights, kept until backward
     peak_phase: str  # the phase of the step where memory peaks
     phases: Mapping[str, int]  # bytes on top of the persistent terms, by phase of the step
@@ -89,12 +92,17 @@ def estimate_training_memory(
     attn_impl: str | None = None,
     device: str = "cpu",
     accumulation_steps: int = 1,
+    loss_chunk: int | None = None,
+    recompute: int | None = None,
 ) -> MemoryEstimate:
     """config, b rows of T = context tokens -> MemoryEstimate of one steady-state ``train_step``.
 
     ``dtype``: the parameters' dtype; ``autocast``: ``train_step``'s ``autocast_dtype``;
     ``attn_impl`` defaults to ``config.attn_impl``; ``accumulation_steps > 1`` means ``b`` is
     the micro-batch and the gradients stay live through every micro-batch after the first.
+    The levers: ``loss_chunk`` (``train_step``'s: the chunked loss, None the full logits) and
+    ``recompute`` (activation checkpointing of blocks ``i % k == 0``; defaults to
+    ``config.recompute``).
     Steady state: Adam's state exists and ``zero_grad`` has freed last step's gradients. The
     first step peaks lower (Adam's state is allocated in its optimizer step, after the
     activations are gone), so the steady state is what must fit.
@@ -142,10 +150,31 @@ def estimate_training_memory(
       logits' gradient, ``3*b*T*V*4``; the logits themselves died with ``calc_loss_batch``;
     - ``head-backward``: the logits' gradient (and its cast), ``out_head.weight.grad``
       (``V*E*p``) and the gradient of its input;
-    - ``layers-backward``: the last block's backward temporaries while all activations live;
+    - ``layers-backward``: the last block's backward while all activations live: the MLP's
+      temporaries (two ``(b, T, 4E)`` gradients), or later the attention's (one ``(b, h, T,
+      T)`` gradient at a time, reference attention), when the MLP half's saved tensors
+      (GELU's ``20*u*a``, fc1's input, ln2's ``3*u*r + b*T*r``, one shortcut mask) are freed;
     - ``optimizer-step``: all gradients + AdamW's temporaries, on CPU ``2 * largest
       parameter`` (single-tensor AdamW: ``exp_avg_sq.sqrt() / c``), on CUDA ``N*p``
       (foreach AdamW: ``_foreach_sqrt`` of every ``exp_avg_sq``).
+
+    The chunked loss (``loss_chunk = c`` rows, ``gptref.chunked_loss``) keeps no logits: the
+    final LayerNorm's output ``h`` (``u*r``) is not saved (nor the targets), and the loss
+    computes each chunk's gradients in its forward. Its phase ``loss-forward`` holds, besides
+    the activations and the layers' W16 (``2*12*E*E*L``: the head's weight is cast by the loss,
+    not autocast): ``h`` and its gradient (``2*u*r``), the head's float32 weight gradient
+    (``V*E*4``), and one chunk's temporaries: float32 ``c*V*4`` logits/softmax + ``c*E*4``;
+    under autocast ``c*V*(4 + 2)`` (the bf16 product and its float32 copy, or the float32
+    softmax and its bf16 cast), ``c*E*2``, the head's bf16 weight ``V*E*2`` and its bf16
+    weight-gradient product ``V*E*2``. The backward only scales the saved gradients in
+    place; the head and loss backward phases are gone.
+
+    Activation checkpointing (``recompute = k``): each of the ``ceil(L/k)`` checkpointed
+    blocks saves only its input (``u*r``) instead of its activations, and autocast's bf16
+    copies of its weights are freed when the forward's autocast ends; in ``layers-backward``
+    the last block's activations exist again when it is checkpointed (its recomputation), and
+    under autocast its weights' bf16 copies (``2*12*E*E``), while the earlier blocks' are
+    saved: the backward's peak is at the last block.
 
     ``runtime``: buffers the math libraries keep (``RUNTIME_BYTES``): 8 MiB on CPU, 12 MiB
     with bf16 autocast (MKL's sgemm pool, oneDNN's primitive cache; measured), 32 MiB of
@@ -167,6 +196,10 @@ def estimate_training_memory(
         ("accumulation_steps", accumulation_steps),
     ):
         check_int("estimate_training_memory", name, value, low=1)
+    if loss_chunk is not None:
+        check_int("estimate_training_memory", "loss_chunk", loss_chunk, low=1, hint=" or None")
+    k = cfg.recompute if recompute is None else recompute
+    check_int("estimate_training_memory", "recompute", k, low=0, hint=" (0: none)")
     if T > cfg.context_length:
         raise ValueError(
             f"estimate_training_memory: context {T} exceeds context_length {cfg.context_length}; "
@@ -200,38 +233,63 @@ def estimate_training_memory(
     runtime = RUNTIME_BYTES[device, low is not None]
 
     layer = _block_activations(b, T, E, h, C, a, r, low is not None, attn, cuda, dropout)
+    checkpointed = sum(1 for i in range(L) if k and i % k == 0)
     emb = 8 * bT + 8 * T + (u * (1 if cuda else r) if dropout else 0)
-    final = 3 * u * r + bT * r + u * a + 8 * bT  # final LayerNorm, out_head input, nll targets
-    activations = L * layer + emb + final
+    chunked = loss_chunk is not None
+    # final LayerNorm; the full loss also saves out_head's input and nll's targets
+    final = 3 * u * r + bT * r + (0 if chunked else u * a + 8 * bT)
+    activations = (L - checkpointed) * layer + checkpointed * u * r + emb + final
 
     # the loss works in float32 whenever the parameters are (autocast lists it as float32)
     f = 4 if p == 4 else p
     log_softmax = bT * V * f
-    logits = 3 * log_softmax
-    w16 = 2 * (12 * E * E * L + V * E) if low is not None else 0
+    # autocast's bf16 weight copies: all of them while the forward runs; afterwards those that
+    # autograd saved, so not the checkpointed blocks' (autocast's cache dies with its context)
+    head16 = 0 if chunked else V * E
+    w16_fwd = 2 * (12 * E * E * L + head16) if low is not None else 0
+    w16 = 2 * (12 * E * E * (L - checkpointed) + head16) if low is not None else 0
     batch = 2 * b * accumulation_steps * T * 8
     g0 = gradients if accumulation_steps > 1 else 0
     head_grad = V * E * p
 
     phases: dict[str, dict[str, int]] = {}
-    fwd_logits = bT * V * a + log_softmax + (bT * V * 4 if low is not None else 0)
-    phases["forward-end"] = _phase(g0, activations, fwd_logits, w16 + batch)
-    phases["loss-backward"] = _phase(g0, activations, logits, w16 + batch)
-    grad_logits = bT * V * f
-    fresh = head_grad if g0 else 0  # under accumulation the new gradient is added, then freed
-    if low is None:
-        phases["head-backward"] = _phase(
-            g0 or head_grad, activations, grad_logits, w16 + batch + u * a + fresh
-        )
-    else:  # the float32 gradient is cast down, the matmul runs, its weight gradient is cast up
-        phases["logits-grad-cast"] = _phase(g0, activations, grad_logits + bT * V * a, w16 + batch)
-        phases["head-backward"] = _phase(
-            g0, activations, bT * V * a, w16 + batch + V * E * a + u * a
-        )
-        phases["head-grad-cast"] = _phase(
-            g0 or head_grad, activations, 0, w16 + batch + V * E * a + fresh
-        )
-    layer_bwd = _block_backward_workspace(b, T, E, h, a, attn, cuda, dropout)
+    if chunked:
+        c = min(loss_chunk, bT)
+        if low is None:
+            chunk = c * V * 4 + c * E * 4
+        else:  # the bf16 head weight and its gradient product, the chunk's casts
+            chunk = c * V * (4 + 2) + c * E * 2 + 2 * V * E * 2
+        logits = 2 * u * r + V * E * 4 + chunk  # h, its gradient, the head's, one chunk
+        phases["loss-forward"] = _phase(g0, activations, logits, w16_fwd + batch + 9 * bT)
+    else:
+        logits = 3 * log_softmax
+        fwd_logits = bT * V * a + log_softmax + (bT * V * 4 if low is not None else 0)
+        phases["forward-end"] = _phase(g0, activations, fwd_logits, w16_fwd + batch)
+        phases["loss-backward"] = _phase(g0, activations, logits, w16 + batch)
+        grad_logits = bT * V * f
+        fresh = head_grad if g0 else 0  # under accumulation the new gradient is added, then freed
+        if low is None:
+            phases["head-backward"] = _phase(
+                g0 or head_grad, activations, grad_logits, w16 + batch + u * a + fresh
+            )
+        else:  # the float32 gradient is cast down, the matmul runs, its weight gradient is cast up
+            phases["logits-grad-cast"] = _phase(
+                g0, activations, grad_logits + bT * V * a, w16 + batch
+            )
+            phases["head-backward"] = _phase(
+                g0, activations, bT * V * a, w16 + batch + V * E * a + u * a
+            )
+            phases["head-grad-cast"] = _phase(
+                g0 or head_grad, activations, 0, w16 + batch + V * E * a + fresh
+            )
+    mlp_ws, attn_ws = _block_backward_workspace(b, T, E, h, a, attn, cuda, dropout)
+    # the MLP's backward runs first, with every saved tensor of the block live; by the
+    # attention's, the MLP half's saved tensors (GELU, fc1's input, ln2, the second shortcut
+    # mask) are freed
+    mlp_half = 20 * u * a + u * a + 3 * u * r + bT * r + (u * (1 if cuda else a) if dropout else 0)
+    layer_bwd = max(mlp_ws, attn_ws - mlp_half)
+    if k and (L - 1) % k == 0:  # the last block is recomputed while the others' inputs live
+        layer_bwd += layer - u * r + (2 * 12 * E * E if low is not None else 0)
     phases["layers-backward"] = _phase(g0 or head_grad, activations, 0, w16 + batch + layer_bwd)
     phases["backward-end"] = _phase(gradients, emb, 0, batch + 4 * 8 * bT)
     if optimizer == "sgd":
@@ -253,6 +311,8 @@ def estimate_training_memory(
     return MemoryEstimate(
         batch_size=b,
         context=T,
+        loss_chunk=loss_chunk,
+        recompute=k,
         parameters=parameters,
         buffers=buffers,
         gradients=gradients,
@@ -323,8 +383,8 @@ def _block_backward_workspace(
     of two (b, h, T, T) tensors at once in attention, or of two (b, T, 4E) ones in GELU."""
     u, s = b * T * E, b * h * T * T
     fused = attn == "sdpa" and (cuda or not dropout)
-    attention = 4 * u * a if fused else 2 * s * (4 if attn == "sdpa" else a) + 3 * u * a
-    return max(attention, 2 * 4 * u * a + u * a)
+    attention = 4 * u * a if fused else 1 * s * (4 if attn == "sdpa" else a) + 3 * u * a
+    return 2 * 4 * u * a + u * a, attention
 
 
 def parameter_count(config: GPTConfig | Mapping[str, Any], *, embeddings: bool = True) -> int:

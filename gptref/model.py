@@ -102,6 +102,9 @@ class GPTConfig:
     # LayerNorm and GELU as one kernel each (F.layer_norm, F.gelu(approximate="tanh")): the
     # book's functions, parameters and names, other rounding; False repeats the book's ops
     fused_layers: bool = False
+    # activation checkpointing: in training, blocks i with i % recompute == 0 keep only their
+    # input and recompute the rest in the backward (1: every block; 0: none, the book's)
+    recompute: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -113,6 +116,7 @@ class GPTConfig:
             "vocab_pad_multiple",
         ):
             check_int("GPTConfig", name, getattr(self, name), low=1)
+        check_int("GPTConfig", "recompute", self.recompute, low=0, hint=" (0: no recomputation)")
         if self.emb_dim % self.n_heads:
             raise ValueError(
                 f"GPTConfig: emb_dim ({self.emb_dim}) must be a multiple of n_heads "
@@ -138,6 +142,10 @@ class GPTConfig:
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
 
+    def recomputes(self, block: int) -> bool:
+        """Whether block ``block`` (0-based) is recomputed in the backward (checkpointed)."""
+        return self.recompute > 0 and block % self.recompute == 0
+
     @property
     def padded_vocab_size(self) -> int:
         """Rows of ``out_head``: ``vocab_size`` rounded up to ``vocab_pad_multiple``."""
@@ -159,8 +167,8 @@ class GPTConfig:
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        """-> the book's dict (all seven keys) plus ``attn_impl``, ``vocab_pad_multiple`` and
-        ``fused_layers``; ``from_dict`` inverts it."""
+        """-> the book's dict (all seven keys) plus ``attn_impl``, ``vocab_pad_multiple``,
+        ``fused_layers`` and ``recompute``; ``from_dict`` inverts it."""
         return dataclasses.asdict(self)
 
 
@@ -387,19 +395,47 @@ class GPTModel(nn.Module):
             )
             self.out_head.out_features = cfg.padded_vocab_size
 
-    def forward(self, in_idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, in_idx: torch.Tensor, *, head: bool = True) -> torch.Tensor:
+        """ids (b, T) -> logits (b, T, vocab_size); ``head=False``: the final LayerNorm's
+        output (b, T, emb_dim), ``out_head``'s input, for a loss that applies the head itself
+        in chunks (``gptref.chunked_loss``; the head's weight is ``head_weight()``). A keyword
+        of ``forward`` rather than a method, so DDP and torch.compile wrappers pass it on."""
         in_idx = self._check_ids(in_idx)
         _, T = in_idx.shape
         tok_embeds = self.tok_emb(in_idx)  # (b, T, emb_dim)
         pos_embeds = self.pos_emb(torch.arange(T, device=in_idx.device))  # (T, emb_dim)
         x = tok_embeds + pos_embeds
         x = self.drop_emb(x)
-        x = self.trf_blocks(x)
+        if self.cfg.recompute and self.training and torch.is_grad_enabled():
+            x = self._checkpointed_blocks(x)
+        else:
+            x = self.trf_blocks(x)
         x = self.final_norm(x)
+        if not head:
+            return x  # (b, T, emb_dim)
         logits = self.out_head(x)  # (b, T, padded_vocab_size)
         if logits.shape[-1] != self.cfg.vocab_size:
             logits = logits[..., : self.cfg.vocab_size]  # a view: no copy here
         return logits  # (b, T, vocab_size)
+
+    def head_weight(self) -> torch.Tensor:
+        """``out_head``'s weight on the real vocabulary: (vocab_size, emb_dim); the parameter
+        itself when unpadded (a slice's backward would copy the gradient)."""
+        weight = self.out_head.weight
+        return weight if weight.shape[0] == self.cfg.vocab_size else weight[: self.cfg.vocab_size]
+
+    def _checkpointed_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks, with ``cfg.recomputes(i)`` ones under ``torch.utils.checkpoint``: they
+        keep their input alone and run again in the backward, with the RNG state they first
+        ran with (``preserve_rng_state``), so their dropout masks are the same ones."""
+        from torch.utils.checkpoint import checkpoint
+
+        for i, block in enumerate(self.trf_blocks):
+            if self.cfg.recomputes(i):
+                x = checkpoint(block, x, use_reentrant=False, preserve_rng_state=True)
+            else:
+                x = block(x)
+        return x  # (b, T, emb_dim)
 
     def _check_ids(self, in_idx: torch.Tensor) -> torch.Tensor:
         check_token_batch("GPTModel", "input", in_idx)

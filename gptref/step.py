@@ -46,6 +46,7 @@ def train_step(
     accumulation_steps: int = 1,
     autocast_dtype: torch.dtype | None = None,
     ignore_index: int = -100,
+    loss_chunk: int | None = None,
     group: DistContext | None = None,
 ) -> StepResult:
     """Mutates ``model`` and ``optimizer``: one update from (inputs, targets): int64 (b, T).
@@ -62,6 +63,9 @@ def train_step(
     global number of counted targets (all-reduced first), so the averaged gradient is the
     global batch's token mean, and ``loss`` is the global mean; gradients are all-reduced
     once per step (``no_sync`` on all micro-batches but the last).
+
+    ``loss_chunk``: the head and cross-entropy in chunks of that many rows
+    (``calc_loss_batch``'s; ``FastPaths.loss_chunk_rows``), None: the full logits.
     """
     rows = input_batch.shape[0]
     if not 1 <= check_int("train_step", "accumulation_steps", accumulation_steps) <= max(1, rows):
@@ -102,8 +106,9 @@ def train_step(
             with autocast:
                 reduction = "mean" if plain else "sum"
                 loss = calc_loss_batch(
-                    x, y, model, device, ignore_index=ignore_index, reduction=reduction
-                )
+                    x, y, model, device, ignore_index=ignore_index, reduction=reduction,
+                    loss_chunk=loss_chunk,
+                )  # fmt: skip
             if not plain:
                 loss = loss * scale
             loss.backward()
@@ -147,6 +152,7 @@ def evaluate(
     *,
     weighting: Weighting = "batch",
     ignore_index: int = -100,
+    loss_chunk: int | None = None,
     group: DistContext | None = None,
 ) -> tuple[float, float]:
     """-> (train loss, val loss) over ``eval_iter`` batches each: the book's ``evaluate_model``.
@@ -154,13 +160,16 @@ def evaluate(
     Runs in eval mode under ``no_grad`` and restores the mode the model was in. With a
     ``group`` each rank evaluates its own loaders (its shards) and the losses are
     all-reduced: the mean over all ranks' batches ("batch") or targets ("token").
+    ``loss_chunk``: as ``train_step``'s (evaluation must fit where training does).
     """
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             train_loss, val_loss = (
-                _reduced_loss(loader, model, device, eval_iter, weighting, ignore_index, group)
+                _reduced_loss(
+                    loader, model, device, eval_iter, weighting, ignore_index, loss_chunk, group
+                )  # fmt: skip
                 for loader in (train_loader, val_loader)
             )
     finally:
@@ -168,10 +177,12 @@ def evaluate(
     return train_loss, val_loss
 
 
-def _reduced_loss(loader, model, device, eval_iter, weighting, ignore_index, group) -> float:
+def _reduced_loss(loader, model, device, eval_iter, weighting, ignore_index, loss_chunk,
+                  group) -> float:  # fmt: skip
     loss = calc_loss_loader(
-        loader, model, device, num_batches=eval_iter, weighting=weighting, ignore_index=ignore_index
-    )
+        loader, model, device, num_batches=eval_iter, weighting=weighting,
+        ignore_index=ignore_index, loss_chunk=loss_chunk,
+    )  # fmt: skip
     if group is None or group.world_size == 1:
         return loss
     if weighting == "batch":  # calc_loss_loader's own count: the loader is sized

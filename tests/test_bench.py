@@ -177,3 +177,39 @@ def test_plan_rejects_an_unknown_dtype():
     """--dtype takes float32 or bfloat16, as gptref train's."""
     with pytest.raises(ValueError, match="dtype must be one of"):
         plan("tiny", "1GiB", 8, dtype="int8")
+
+
+def test_compare_levers_rows_carry_the_levers_and_their_ratio_to_the_reference():
+    """compare_levers: one ok row per lever combination and batch size, the levers recorded
+    (loss, loss_chunk, recompute), the prediction made with them, the reference's ratio 1."""
+    from gptref.bench.levers import LEVERS, compare_levers, format_levers
+
+    rows = compare_levers(MICRO, None, [2], steps=1, progress=False, isolate=False)
+    assert [r["variant"] for r in rows] == list(LEVERS), rows
+    assert all(r["status"] == "ok" for r in rows), rows
+    by = {r["variant"]: r for r in rows}
+    assert by["reference"]["tokens_per_s_ratio"] == 1.0
+    both = by["chunked loss + recompute"]
+    assert (both["loss"], both["loss_chunk"], both["recompute"]) == ("chunked", 1024, 1), both
+    expected = estimate_training_memory(
+        {**MICRO, "recompute": 1}, 2, loss_chunk=1024
+    ).total  # the row's prediction has the levers
+    assert both["peak_bytes_predicted"] == expected, both
+    table = format_levers(rows)
+    assert len(table.splitlines()) == 2 + len(rows) and "chunked loss + recompute" in table
+
+
+def test_format_accuracy_summarises_each_lever_combination():
+    """format_accuracy: the overall min/median/max of predicted/measured and one line per
+    (loss, recompute) combination."""
+    from gptref.bench.levers import format_accuracy
+
+    rows = [
+        {"preset": "tiny", "context": 64, "dtype": "float32", "attn": "reference",
+         "loss_chunk": chunk, "recompute": k, "batch_size": 1, "predicted_bytes": 110,
+         "measured_bytes": 100, "peak_phase": "x", "ratio": 1.1 if chunk else 0.95}
+        for chunk in (None, 1024) for k in (0, 1)
+    ]  # fmt: skip
+    text = format_accuracy(rows)
+    assert "over all 4 rows: min 0.950, median 1.025, max 1.100" in text, text
+    assert "- chunked loss (1024 rows), --recompute 1: 1 rows" in text, text

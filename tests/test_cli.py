@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gptref import __version__
+from gptref.bench.levers import LEVERS
 from gptref.checkpoint import snapshot
 from gptref.cli import main
 
@@ -317,6 +318,28 @@ def test_bench_compare_prints_speedups_over_the_reference(tmp_path, capsys):
     assert rows[0]["speedup"] == 1.0 and all(r["speedup"] > 0 for r in rows)
 
 
+@pytest.mark.slow
+def test_bench_levers_prints_the_four_lever_combinations(tmp_path, capsys):
+    """gptref bench --levers: reference, chunked loss, recompute, both, each with its
+    tokens/s ratio to the reference's and a peak memory measured beside the prediction."""
+    argv = ["bench", "--levers", "--preset", "tiny", "--context", "16", "--batch-sizes", "2",
+            "--steps", "1", "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    table = (tmp_path / "levers.md").read_text()
+    for variant in LEVERS:
+        assert f"| {variant} |" in table, table
+    rows = json.loads((tmp_path / "levers.json").read_text())["rows"]
+    assert [(r["status"], r["loss"], r["recompute"]) for r in rows] == [
+        ("ok", "full", 0), ("ok", "chunked", 0), ("ok", "full", 1), ("ok", "chunked", 1),
+    ]  # fmt: skip
+    assert rows[0]["tokens_per_s_ratio"] == 1.0 and all(r["peak_bytes_measured"] for r in rows)
+
+
+def test_bench_levers_and_compare_together_is_one_line(capsys):
+    line = run_error(capsys, ["bench", "--levers", "--compare", "--preset", "tiny"])
+    assert "--levers and --compare are two different runs" in line, line
+
+
 def test_resume_names_the_flags_that_differ_from_the_saved_run(corpus, tmp_path, capsys):
     """--resume with --lr 0.5: the run continues with its saved lr, and one line says so."""
     out = tmp_path / "run"
@@ -436,9 +459,12 @@ def test_plan_json_and_the_train_command_it_prints(capsys):
     assert main(["plan", "--memory", "24GiB", "--preset", "124M", "--context", "1024", "--json"]) == 0  # fmt: skip
     plan = json.loads(capsys.readouterr().out)
     assert plan["micro_batch"] * plan["accumulation_steps"] == plan["effective_batch"] >= 1024
+    levers = (" --loss chunked" if plan["loss_chunk"] else "") + (
+        f" --recompute {plan['recompute']}" if plan["recompute"] else ""
+    )
     assert plan["train_command"] == (
         f"gptref train --preset 124M --context 1024 --batch-size {plan['effective_batch']} "
-        f"--accumulation-steps {plan['accumulation_steps']}"
+        f"--accumulation-steps {plan['accumulation_steps']}{levers}"
     )
 
 
@@ -452,6 +478,34 @@ def test_accumulation_steps_train_and_are_recorded(corpus, tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["run"]["accumulation_steps"] == 2
     line = run_error(capsys, ["train", "--text", str(corpus), *TINY, "--accumulation-steps", "5"])
     assert "--accumulation-steps must be <= batch_size (4), got 5" in line
+
+
+def test_memory_levers_train_like_the_reference_and_are_recorded(corpus, tmp_path):
+    """--loss chunked --loss-chunk 24 --recompute 1: the run's record holds the levers, and
+    its evaluated train and val losses (after updates with dropout on, evaluated with the
+    chunked loss too) are the reference run's to 1e-5."""
+    runs = {}
+    for name, flags in (("ref", []), ("levers", ["--loss", "chunked", "--loss-chunk", "24",
+                                                  "--recompute", "1"])):  # fmt: skip
+        out = tmp_path / name
+        argv = ["train", "--text", str(corpus), *TINY, "--max-steps", "3", "--no-sample",
+                "--out", str(out), *flags]  # fmt: skip
+        assert main(argv) == 0
+        runs[name] = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        record = json.loads((out / "config.json").read_text())
+    assert (record["run"]["loss"], record["run"]["loss_chunk"], record["run"]["recompute"]) == (
+        "chunked", 24, 1,
+    )  # fmt: skip
+    assert record["model"]["recompute"] == 1
+    for ref, got in zip(runs["ref"], runs["levers"], strict=True):
+        for key in ("train_loss", "val_loss"):
+            if key in ref and ref[key] is not None:
+                assert got[key] == pytest.approx(ref[key], rel=1e-5), (key, ref, got)
+
+
+def test_a_bad_lever_is_one_line_naming_the_flag(corpus, capsys):
+    line = run_error(capsys, ["train", "--text", str(corpus), *TINY, "--loss-chunk", "0"])
+    assert "--loss-chunk must be >= 1, got 0" in line, line
 
 
 @pytest.mark.parametrize(("flags", "shown"), [([], True), (["--no-sample"], False)])

@@ -12,7 +12,8 @@ from gptref.cli import build_parser
 RUN = ["--preset", "--context", "--stride", "--batch-size", "--accumulation-steps", "--epochs", "--max-steps", "--lr",
        "--weight-decay", "--warmup", "--min-lr", "--grad-clip", "--eval-freq", "--eval-iter",
        "--train-ratio", "--seed"]  # fmt: skip
-FAST = ["--attn", "--dtype", "--optimizer", "--compile", "--tf32", "--vocab-pad", "--fused-layers"]
+FAST = ["--attn", "--dtype", "--optimizer", "--compile", "--tf32", "--vocab-pad", "--fused-layers",
+        "--loss", "--loss-chunk", "--recompute"]  # fmt: skip
 EXPECTED = {
     "prepare": ["--text", "--out", "--train-ratio", "--threads", "--no-progress"],
     "train": [
@@ -68,7 +69,11 @@ EXPECTED = {
         "--tf32",
         "--vocab-pad",
         "--fused-layers",
+        "--loss",
+        "--loss-chunk",
+        "--recompute",
         "--compare",
+        "--levers",
         "--out",
         "--no-progress",
     ],  # fmt: skip
@@ -79,6 +84,7 @@ EXPECTED = {
         "--context",
         "--dtype",
         "--device",
+        "--levers",
         "--json",
     ],
     "conformance": ["impl", "--allow-missing", "pytest_args"],

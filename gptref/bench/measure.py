@@ -141,7 +141,7 @@ def measure_config(
 
     def step() -> None:
         train_step(run, adamw, x, y, device, accumulation_steps=accumulation_steps,
-                   autocast_dtype=fast.autocast_dtype)  # fmt: skip
+                   autocast_dtype=fast.autocast_dtype, loss_chunk=fast.loss_chunk_rows)  # fmt: skip
 
     for _ in range(warmup):
         step()
@@ -231,14 +231,24 @@ def measure_memory(
     dtype: str = "float32",
     device: str = "cpu",
     accumulation_steps: int = 1,
+    loss_chunk: int | None = None,
+    recompute: int | None = None,
 ) -> int | None:
     """-> peak bytes of a steady-state ``train_step``, measured in a process of its own as
     ``estimate_training_memory`` predicts them (see ``measure_config``); None when it ran out
-    of memory. One warm-up step (AdamW's state), then the measured step."""
+    of memory. One warm-up step (AdamW's state), then the measured step. The levers as
+    ``estimate_training_memory`` takes them: ``loss_chunk`` (None: the full logits),
+    ``recompute`` (None: ``config``'s)."""
     cfg = resolve_config(config)
     spec = {"batch_size": batch_size, "device": device, "warmup": 1, "steps": 1}
     env = EXACT_RSS_ENV if device == "cpu" else None
-    fast = REFERENCE.replace(dtype=dtype, attn=cfg.attn_impl)
+    fast = REFERENCE.replace(
+        dtype=dtype, attn=cfg.attn_impl, loss="full" if loss_chunk is None else "chunked",
+        loss_chunk=loss_chunk or REFERENCE.loss_chunk,
+        recompute=cfg.recompute if recompute is None else recompute,
+        vocab_pad=cfg.vocab_pad_multiple, fused_layers=cfg.fused_layers,
+    )  # fmt: skip
+    cfg = fast.apply(cfg)
     result = run_isolated(cfg, fast, env=env, accumulation_steps=accumulation_steps,
                           peak_flops=False, **spec)  # fmt: skip
     return result.get("peak_bytes")

@@ -70,7 +70,9 @@ def run_bench(
     ``fast``: the other fast paths (``gptref.fast.FastPaths``; its ``dtype`` and ``attn``
     are the sweep's axes), recorded in every row: ``optimizer`` (AdamW implementation),
     ``compile`` (torch.compile; warm-up steps include the compilation), ``tf32`` (CUDA),
-    ``vocab_pad`` (out_head rows rounded up), ``fused_layers``. ``model`` times another model
+    ``vocab_pad`` (out_head rows rounded up), ``fused_layers``, and the memory levers ``loss``
+    / ``loss_chunk`` (the chunked loss) and ``recompute`` (activation checkpointing), which
+    the prediction takes too. ``model`` times another model
     class of the same shape ("module:callable"), for comparisons.
     """
     where = "run_bench"
@@ -117,6 +119,7 @@ def run_bench(
             autocast="bfloat16" if dtype == "bfloat16" else None,
             device=device,
             accumulation_steps=accumulation_steps,
+            loss_chunk=paths.loss_chunk_rows,
         )
         row: dict[str, Any] = {
             "preset": name, "device": device, "dtype": dtype, "attn": attn, "batch_size": b,
@@ -124,6 +127,7 @@ def run_bench(
             "peak_bytes_predicted": estimate.total, "peak_phase": estimate.peak_phase,
             "optimizer": fast.optimizer, "compile": fast.compile, "tf32": fast.tf32,
             "vocab_pad": fast.vocab_pad, "fused_layers": fast.fused_layers,
+            "loss": fast.loss, "loss_chunk": fast.loss_chunk_rows, "recompute": fast.recompute,
             "model": model or "gptref",
         }  # fmt: skip
         if b < accumulation_steps:

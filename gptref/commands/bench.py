@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 from gptref._setting import nested, same_as, setting
 from gptref.commands.common import no_progress_flag, resolve_device
@@ -40,6 +41,12 @@ class Args:
         False, "instead of a sweep: the fp32 reference and the fast paths side by side at the "
         "first batch size and device, with speed-ups (writes compare.md/json)",
     )  # fmt: skip
+    levers: bool = setting(
+        False, "instead of the default sweep: the memory levers side by side (reference, chunked loss, "
+        "recompute every block, both) at every batch size on the first device and dtype, with "
+        "tokens/s over the reference's and peak memory measured and predicted (writes "
+        "levers.md/json)",
+    )  # fmt: skip
     out: str = setting("bench", "where bench.md/json/png go", metavar="DIR")
     no_progress: bool = no_progress_flag()
 
@@ -58,6 +65,7 @@ def main(args: Args) -> int:
     import torch
 
     from gptref.bench import compare_paths, run_bench, standard_variants, write_results
+    from gptref.bench.levers import compare_levers, format_levers
     from gptref.bench.report import format_comparison, format_table
 
     sizes = []
@@ -71,6 +79,8 @@ def main(args: Args) -> int:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     else:
         devices = [resolve_device(args.device).type]
+    if args.levers and args.compare:
+        raise ValueError("--levers and --compare are two different runs: pick one")
     if args.compare:
         variants = standard_variants(devices[0], vocab_pad=args.fast.vocab_pad,
                                      compile=args.fast.compile)  # fmt: skip
@@ -80,6 +90,18 @@ def main(args: Args) -> int:
         print(format_comparison(rows))
         _warn_if_starved(rows)
         print(f"wrote {args.out}/: compare.md, compare.json")
+        return 0
+    if args.levers:
+        rows = compare_levers(args.preset, args.context, sizes,
+                              base=args.fast.replace(dtype=dtypes[0], attn=attns[0]),
+                              device=devices[0], steps=args.steps,
+                              progress=not args.no_progress)  # fmt: skip
+        write_results(rows, args.out, "levers")
+        table = format_levers(rows)
+        (Path(args.out) / "levers.md").write_text(table + "\n")
+        print(table)
+        _warn_if_starved(rows)
+        print(f"wrote {args.out}/: levers.md, levers.json")
         return 0
     rows = run_bench(
         args.preset, args.context, sizes, devices, dtypes, attns, args.steps, args.out,

@@ -1,5 +1,6 @@
-"""``gptref plan``: the largest micro-batch for a memory budget, and the accumulation that
-reaches a target batch (``gptref.memory``'s model)."""
+"""``gptref plan``: the largest micro-batch for a memory budget, the accumulation that reaches
+a target batch (``gptref.memory``'s model), and the memory levers worth their cost
+(``gptref.planner.plan_levers``)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from gptref.config import Preset, RunConfig
 from gptref.fast import Dtype
 
 NAME = "plan"
-HELP = "largest micro-batch for a memory budget and the accumulation to reach a target batch"
+HELP = "largest micro-batch for a memory budget, the accumulation and the levers to reach a target"
 DESCRIPTION = (
     "Predict (with gptref.memory's model, checked against measurement) the largest micro-batch "
-    "that fits --memory and the accumulation steps that reach --target-batch sequences."
+    "that fits --memory and the accumulation steps that reach --target-batch sequences, for "
+    "each memory lever (chunked loss, activation checkpointing), with what each costs in "
+    "tokens/s; choose the fastest."
 )
 
 
@@ -33,13 +36,18 @@ class Args:
         "cpu", "whose memory: cpu (RSS) or cuda (allocator); no 'auto' as in train: a plan "
         "names the machine it is for", choices=("cpu", "cuda"),
     )  # fmt: skip
+    levers: str = setting(
+        "auto", "auto: choose the chunked loss and recomputation too, where they pay; none: "
+        "the micro-batch alone", choices=("auto", "none"),
+    )  # fmt: skip
     json: bool = setting(False, "print the plan as JSON")
 
 
 def main(args: Args) -> int:
     from gptref.planner import format_plan, parse_bytes, plan, train_command
 
-    options = {"context": args.context, "dtype": args.dtype, "device": args.device}
+    options = {"context": args.context, "dtype": args.dtype, "device": args.device,
+               "levers": args.levers}  # fmt: skip
     if args.json:
         result = plan(args.preset, args.memory, args.target_batch, **options)
         print(json.dumps({
@@ -47,6 +55,7 @@ def main(args: Args) -> int:
             "target_batch": args.target_batch, **options, "micro_batch": result.micro_batch,
             "accumulation_steps": result.accumulation_steps,
             "effective_batch": result.effective_batch, "predicted_peak_bytes": result.predicted_peak,
+            "loss_chunk": result.loss_chunk, "recompute": result.recompute,
             "train_command": train_command(args.preset, result, context=args.context, dtype=args.dtype),
         }, indent=2))  # fmt: skip
         return 0

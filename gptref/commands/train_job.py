@@ -202,6 +202,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     need = estimate_training_memory(
         mcfg, micro, accumulation_steps=run.accumulation_steps, device=dev.type,
         autocast=run.fast.dtype if run.fast.dtype != "float32" else None,
+        loss_chunk=run.fast.loss_chunk_rows,
     ).total  # fmt: skip
     check_fits_memory(need, f"training {run.preset} at --batch-size {run.batch_size}, --context "
                       f"{mcfg.context_length}", "use a smaller --batch-size or --context (gptref "
@@ -266,6 +267,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
             schedule=schedule, grad_clip=run.grad_clip,
             accumulation_steps=run.accumulation_steps,
             max_steps=run.max_steps, autocast_dtype=run.fast.autocast_dtype,
+            loss_chunk=run.fast.loss_chunk_rows,
             checkpoint_dir=out / CHECKPOINT, checkpoint_every=options["checkpoint_every"],
             checkpoint_seconds=None if options["checkpoint_every"] else CHECKPOINT_SECONDS,
             resume_from=out / CHECKPOINT if continuing else None,
@@ -278,7 +280,8 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
         final = (history.train_losses[-1], history.val_losses[-1])
     else:  # the last step was not evaluated: evaluate the final weights, and record them
         with isolated_rng():
-            final = evaluate(model, train_loader, val_loader, dev, run.eval_iter, group=group)
+            final = evaluate(model, train_loader, val_loader, dev, run.eval_iter,
+                             loss_chunk=run.fast.loss_chunk_rows, group=group)  # fmt: skip
         if last >= 0:
             epoch = last // steps_per_epoch + 1
             history.record_evaluation(last, epoch, len(history.step_losses) * tokens_per_step, *final)  # fmt: skip
