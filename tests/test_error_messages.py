@@ -98,8 +98,8 @@ MESSAGES = {
         lambda: data.collate([(torch.tensor([1, 2]), torch.tensor([2]))]),
         ValueError, "collate: sample 0 must be a pair of equal-length 1-D sequences, got shapes (2,) and (1,)"),
     "batches of unequal rows": (
-        lambda: list(data.batches(torch.zeros(3, 2, dtype=torch.int64),
-                                  torch.zeros(2, 2, dtype=torch.int64), 1)),
+        lambda: list(data.batches(torch.zeros(3, 4, dtype=torch.int64),
+                                  torch.zeros(2, 4, dtype=torch.int64), 1)),
         ValueError, "batches: inputs and targets must have the same number of rows, got 3 and 2"),
     "calc_loss_loader weighting": (
         lambda: loss.calc_loss_loader([], None, "cpu", weighting="tokens"),

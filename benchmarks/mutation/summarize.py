@@ -67,15 +67,27 @@ JUDGED: dict[str, tuple[str, str]] = {
         ),
     ),  # fmt: skip
     **dict.fromkeys(
-        _names("loss", "calc_loss_batch", "7 13"),
+        _names("loss", "_flat_logits", "5 6 11 12"),
         (
             "equivalent",
             "non_blocking only lets a pinned-memory copy overlap GPU work; the values are the same (and on CPU it is a no-op)",
         ),
     ),  # fmt: skip
+    # the rerun's numbering (calc_loss_batch moved the device copy into _flat_logits)
+    **dict.fromkeys(
+        _names("loss", "_flat_logits", "2 4 8 10"),
+        (
+            "cpu-only",
+            "the batch's .to(device) made .to(None) / .to(non_blocking=True): a CPU tensor stays where it is, so only a GPU run tells (the tests are CPU-only; a meta-device model cannot run gptref's id check)",
+        ),
+    ),  # fmt: skip
     "gptref.loss.x_calc_loss_loader__mutmut_117": (
         "equivalent",
         'float("NAN") is float("nan"): float() ignores the case',
+    ),  # fmt: skip
+    "gptref.loss.x_calc_loss_batch__mutmut_7": (
+        "cpu-only",
+        "_flat_logits(..., device=None): tensor.to(None) leaves the batch where it is, so only a GPU run tells (the tests are CPU-only)",
     ),  # fmt: skip
     "gptref.loss.x_calc_loss_loader__mutmut_81": (
         "cpu-only",
