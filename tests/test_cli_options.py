@@ -62,6 +62,30 @@ EXPECTED = {
     ],  # fmt: skip
     "plan": ["--memory", "--target-batch", "--preset", "--context", "--dtype", "--device"],
     "conformance": ["impl", "--allow-missing", "pytest_args"],
+    "track record": [
+        "--store",
+        "--label",
+        "--src",
+        "--python",
+        "--bench",
+        "--rounds",
+        "--reps",
+        "--counts",
+        "--from-json",
+    ],
+    "track compare": [
+        "--a",
+        "--b",
+        "--a-python",
+        "--b-python",
+        "--bench",
+        "--rounds",
+        "--reps",
+        "--threshold",
+        "--json",
+    ],
+    "track report": ["--store", "--out"],
+    "track check": ["--baseline", "--counts-only", "--bench", "--rounds", "--update"],
 }
 
 
