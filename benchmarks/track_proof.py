@@ -1,18 +1,21 @@
 """Measured proof that ``gptref track`` does not cry wolf on this shared machine, and sees a
 real regression of known size.
 
-``python benchmarks/track_proof.py aa`` / ``inject`` / ``counts`` / ``all`` (results in
-``benchmarks/results/track/proof_*.json``; ``summary`` prints the table the README shows):
+``python benchmarks/track_proof.py abtest`` / ``counts`` / ``summary`` (results in
+``benchmarks/results/track/proof_*.json``; ``summary`` prints the figures the README shows):
 
-- ``aa``: the same build against itself, ``--comparisons`` times (default 20), each a full
-  interleaved comparison of the six benchmarks (``gptref.bench.abtest.interleave``, the
-  defaults ``gptref track compare`` uses): a false alarm is a verdict of regression (the
-  gate would fail), counted per benchmark comparison; "significant" changes of any size
-  are counted too.
-- ``inject``: B runs ``benchmarks/slowdown_worker.py`` with ``train_step`` slowed by 5 % and
-  by 10 % of its own CPU time (A the same wrapper with 0 %), ``--comparisons`` each: the
-  detection rate (a significant slow-down), the gate's rate (beyond train_step's 5 %
-  threshold) and the reported ratios beside the true one.
+- ``abtest``: ``--comparisons`` (default 20) independent experiments, each four sides of the
+  same build interleaved repetition by repetition (``gptref.bench.abtest.interleave_sides``,
+  10 rounds, what ``gptref track compare`` does for two): A and A2 plain, B with
+  ``train_step`` slowed by 10 % of its own CPU time and C by 5 % (``benchmarks/
+  slowdown_worker.py``; every side runs the same wrapper, A and A2 with 0 %), on
+  ``chunk``, ``collate`` and ``train_step``. A against A2 is the A/A comparison (three
+  benchmarks each: a false alarm is a verdict of regression, what fails the gate; any
+  "significant" change is counted too); A against B and A against C on ``train_step`` are
+  the injected slowdowns: the detection rate (a significant slow-down), the gate's rate
+  (beyond train_step's 5 % threshold) and the reported ratios beside the true ones. Four
+  sides in one timeline cost a third of three separate experiments on a machine where
+  every process gets a fraction of a core.
 - ``counts``: the instruction counts of the suite, ``--repeats`` runs (default 3) of
   callgrind: the largest relative spread of each benchmark.
 """
@@ -30,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gptref.bench.abtest import Side, interleave  # noqa: E402
+from gptref.bench.abtest import Side, interleave_sides  # noqa: E402
 from gptref.bench.counts import count_instructions  # noqa: E402
 from gptref.bench.workloads import WORKLOADS  # noqa: E402
 from gptref.commands.track import THRESHOLDS  # noqa: E402
@@ -38,6 +41,7 @@ from gptref.commands.track import THRESHOLDS  # noqa: E402
 OUT = ROOT / "benchmarks" / "results" / "track"
 SLOW_WORKER = str(ROOT / "benchmarks" / "slowdown_worker.py")
 SUITE = list(WORKLOADS)
+BENCHES = ["chunk", "collate", "train_step"]
 
 
 def _save(name: str, data: dict) -> Path:
@@ -47,38 +51,28 @@ def _save(name: str, data: dict) -> Path:
     return path
 
 
-def aa(comparisons: int, rounds: int, cpu: int = -1) -> dict:
+def abtest(comparisons: int, rounds: int, cpu: int = -1, reps: int = 3) -> dict:
+    def side(label: str, fraction: float) -> Side:
+        env = {"GPTREF_BENCH_SLOWDOWN": f"train_step:{fraction}"}
+        return Side(label, str(ROOT), env=env, worker=SLOW_WORKER)
+
+    sides = [side("A", 0), side("A2", 0), side("B10", 0.10), side("C5", 0.05)]
     runs = []
     for k in range(comparisons):
         t0 = time.time()
-        r = interleave(Side("A", str(ROOT)), Side("B", str(ROOT)), SUITE, rounds, seed=k, cpu=cpu)
-        verdicts = [v.to_dict() for v in r.verdicts("A", "B", THRESHOLDS)]
-        runs.append({"seed": k, "seconds": time.time() - t0, "verdicts": verdicts,
-                     "load_avg": list(os.getloadavg()), "samples": r.samples})  # fmt: skip
-        alarms = [v["name"] for v in verdicts if v["regression"]]
-        print(f"A/A {k + 1}/{comparisons}: {time.time() - t0:.0f} s, alarms {alarms}", flush=True)
-        _save("aa", {"rounds": rounds, "runs": runs})
-    return {"rounds": rounds, "runs": runs}
-
-
-def inject(comparisons: int, rounds: int, cpu: int = -1, fractions=(0.10, 0.05),
-           bench: str = "train_step") -> dict:  # fmt: skip
-    out = {"rounds": rounds, "benchmark": bench, "by_fraction": {}}
-    for fraction in fractions:
-        a = Side("A", str(ROOT), env={"GPTREF_BENCH_SLOWDOWN": f"{bench}:0"}, worker=SLOW_WORKER)
-        b = Side("B", str(ROOT), env={"GPTREF_BENCH_SLOWDOWN": f"{bench}:{fraction}"},
-                 worker=SLOW_WORKER)  # fmt: skip
-        runs = []
-        for k in range(comparisons):
-            t0 = time.time()
-            r = interleave(a, b, [bench], rounds, seed=1000 + k, cpu=cpu)
-            (v,) = r.verdicts("A", "B", THRESHOLDS)
-            runs.append({"seed": 1000 + k, "seconds": time.time() - t0, **v.to_dict(),
-                         "load_avg": list(os.getloadavg()), "samples": r.samples})  # fmt: skip
-            print(f"+{fraction:.0%} {k + 1}/{comparisons}: {v.describe()}", flush=True)
-            out["by_fraction"][str(fraction)] = runs
-            _save("inject", out)
-    return out
+        r = interleave_sides(sides, BENCHES, rounds, reps, seed=k, per_process=rounds, cpu=cpu)
+        run = {"seed": k, "seconds": time.time() - t0, "load_avg": list(os.getloadavg()),
+               "samples": r.samples, "order": r.order,
+               "aa": [v.to_dict() for v in r.verdicts("A", "A2", THRESHOLDS)],
+               "inject": {f: r.verdicts("A", b, THRESHOLDS)[-1].to_dict()
+                          for f, b in (("0.1", "B10"), ("0.05", "C5"))}}  # fmt: skip
+        runs.append(run)
+        alarms = [v["name"] for v in run["aa"] if v["regression"]]
+        print(f"{k + 1}/{comparisons} {run['seconds']:.0f} s: A/A alarms {alarms}; "
+              + "; ".join(f"+{f}: {v['ratio']:.3f} [{v['low']:.3f}, {v['high']:.3f}] "
+                          f"{v['change']}" for f, v in run["inject"].items()), flush=True)  # fmt: skip
+        _save("abtest", {"rounds": rounds, "reps": reps, "benches": BENCHES, "runs": runs})
+    return {"runs": runs}
 
 
 def counts(repeats: int) -> dict:
@@ -95,29 +89,28 @@ def counts(repeats: int) -> dict:
 
 def summary() -> str:
     lines = []
-    aa_path, inj_path, cnt_path = (OUT / f"proof_{n}.json" for n in ("aa", "inject", "counts"))
-    if aa_path.is_file():
-        data = json.loads(aa_path.read_text())
-        verdicts = [v for run in data["runs"] for v in run["verdicts"]]
+    ab_path, cnt_path = OUT / "proof_abtest.json", OUT / "proof_counts.json"
+    if ab_path.is_file():
+        data = json.loads(ab_path.read_text())
+        runs = data["runs"]
+        verdicts = [v for run in runs for v in run["aa"]]
         alarms = sum(v["regression"] for v in verdicts)
         sig = sum(v["significant"] for v in verdicts)
-        runs_alarmed = sum(any(v["regression"] for v in run["verdicts"]) for run in data["runs"])
-        lines.append(f"A/A: {len(data['runs'])} comparisons x {len(SUITE)} benchmarks = "
+        by_bench = {n: [v["ratio"] for v in verdicts if v["name"] == n] for n in data["benches"]}
+        lines.append(f"A/A: {len(runs)} comparisons x {len(data['benches'])} benchmarks = "
                      f"{len(verdicts)} verdicts, {data['rounds']} rounds each: false alarms "
-                     f"(gate fails) {alarms}/{len(verdicts)} = {alarms / len(verdicts):.1%} "
-                     f"(comparisons with any: {runs_alarmed}/{len(data['runs'])}); significant "
-                     f"changes of any size {sig}/{len(verdicts)} = {sig / len(verdicts):.1%}; "
-                     "median |ratio - 1| "
-                     f"{statistics.median(abs(v['ratio'] - 1) for v in verdicts):.2%}")  # fmt: skip
-    if inj_path.is_file():
-        data = json.loads(inj_path.read_text())
-        for fraction, runs in data["by_fraction"].items():
-            n = len(runs)
-            detected = sum(r["significant"] and r["ratio"] > 1 for r in runs)
-            gate = sum(r["regression"] for r in runs)
-            covered = sum(r["low"] <= 1 + float(fraction) <= r["high"] for r in runs)
-            ratios = [r["ratio"] for r in runs]
-            lines.append(f"+{float(fraction):.0%} injected into {data['benchmark']}: detected "
+                     f"(gate fails) {alarms}/{len(verdicts)} = {alarms / len(verdicts):.1%}; "
+                     f"significant changes of any size {sig}/{len(verdicts)} = "
+                     f"{sig / len(verdicts):.1%}; A/A ratio ranges: " + ", ".join(
+                         f"{n} {min(r):.3f}-{max(r):.3f}" for n, r in by_bench.items()))  # fmt: skip
+        for fraction in ("0.1", "0.05"):
+            got = [run["inject"][fraction] for run in runs]
+            n = len(got)
+            detected = sum(r["significant"] and r["ratio"] > 1 for r in got)
+            gate = sum(r["regression"] for r in got)
+            covered = sum(r["low"] <= 1 + float(fraction) <= r["high"] for r in got)
+            ratios = [r["ratio"] for r in got]
+            lines.append(f"+{float(fraction):.0%} injected into train_step: detected "
                          f"{detected}/{n} = {detected / n:.0%}, gate fails {gate}/{n}, reported "
                          f"ratio median {statistics.median(ratios):.3f} (range {min(ratios):.3f}"
                          f"-{max(ratios):.3f}; true {1 + float(fraction):.3f}), 99 % interval "
@@ -133,17 +126,15 @@ def summary() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("aa", "inject", "counts", "all", "summary"))
+    parser.add_argument("what", choices=("abtest", "counts", "summary"))
     parser.add_argument("--comparisons", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=-1, help="the core both sides run on")
     args = parser.parse_args()
-    if args.what in ("aa", "all"):
-        aa(args.comparisons, args.rounds, args.cpu)
-    if args.what in ("inject", "all"):
-        inject(args.comparisons, args.rounds, args.cpu)
-    if args.what in ("counts", "all"):
+    if args.what == "abtest":
+        abtest(args.comparisons, args.rounds, args.cpu)
+    if args.what == "counts":
         counts(args.repeats)
     print(summary())
 

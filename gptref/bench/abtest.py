@@ -61,7 +61,7 @@ class Rounds:
 
     samples: dict[str, dict[str, list[float]]]  # side label -> bench -> round values
     reports: dict[str, list[dict[str, Any]]]  # side label -> each round's worker report
-    order: list[tuple[str, str]]  # which side ran first in each pair
+    order: list[tuple[str, ...]]  # the order the sides ran in, each round
 
     def verdicts(self, a: str, b: str, thresholds: Mapping[str, float] | None = None,
                  **kwargs: Any) -> list[Verdict]:  # fmt: skip
@@ -139,6 +139,25 @@ def interleave(
     stretches and differ by 2x in CPU time for that reason alone."""
     if a.label == b.label:
         raise ValueError(f"interleave: the two sides need different labels, got {a.label!r} twice")
+    return interleave_sides([a, b], benches, rounds, reps, seed, per_process, progress, cpu)
+
+
+def interleave_sides(
+    sides: Sequence[Side],
+    benches: Sequence[str],
+    rounds: int = 10,
+    reps: int = 5,
+    seed: int = 0,
+    per_process: int = 5,
+    progress: Callable[[int, int], None] | None = None,
+    cpu: int | None = -1,
+) -> Rounds:
+    """``interleave`` for any number of sides: in each round the sides take turns repetition
+    by repetition, in a seeded random order and its reverse (ABC CBA ABC ...); any two of
+    them then compare as a pair (``Rounds.verdicts``)."""
+    labels = [s.label for s in sides]
+    if len(set(labels)) != len(labels) or len(sides) < 2:
+        raise ValueError(f"interleave: give >= 2 sides with different labels, got {labels}")
     if rounds < 2:
         raise ValueError(f"interleave: rounds must be >= 2 for a comparison, got {rounds}")
     if per_process < 1 or reps < 1:
@@ -148,8 +167,8 @@ def interleave(
     if cpu == -1:
         cpu = max(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     rng = random.Random(seed)
-    samples: dict[str, dict[str, list[float]]] = {a.label: {}, b.label: {}}
-    reports: dict[str, list[dict[str, Any]]] = {a.label: [], b.label: []}
+    samples: dict[str, dict[str, list[float]]] = {label: {} for label in labels}
+    reports: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
     order = []
     workers: dict[str, Worker] = {}
     try:
@@ -157,15 +176,16 @@ def interleave(
             if i % per_process == 0:
                 for w in workers.values():
                     w.close()
-                workers = {}  # started in this pair's order, so neither always starts first
-            first = [a, b] if rng.random() < 0.5 else [b, a]
-            order.append((first[0].label, first[1].label))
+                workers = {}  # started in this round's order, so none always starts first
+            first = list(sides)
+            rng.shuffle(first)
+            order.append(tuple(s.label for s in first))
             for side in first:
                 if side.label not in workers:
                     workers[side.label] = Worker(side, benches, cpu)
-            got: dict[str, dict[str, Any]] = {a.label: {}, b.label: {}}
+            got: dict[str, dict[str, Any]] = {label: {} for label in labels}
             for name in benches:
-                for r in range(reps):  # A and B alternate, ABBA..., a repetition at a time
+                for r in range(reps):  # the sides alternate, ABBA..., a repetition at a time
                     for side in first if r % 2 == 0 else first[::-1]:
                         result = workers[side.label].rep(name, warm=r == 0)
                         mine = got[side.label].setdefault(name, {"samples": [], "wall": []})

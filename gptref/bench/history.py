@@ -42,8 +42,7 @@ def machine_id(python_version: str | None = None) -> str:
 def _stats(data: Sequence[float]) -> dict[str, Any]:
     """Seconds per call, one per round -> pytest-benchmark's stats block (``data`` kept)."""
     xs = sorted(data)
-    q1, q3 = (statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1
-              else (xs[0], xs[0]))[::2]  # fmt: skip
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else xs * 3
     iqr = q3 - q1
     mean = statistics.fmean(xs)
     return {
@@ -66,25 +65,19 @@ def run_record(
     machine: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One run in pytest-benchmark's schema: ``times`` per-round seconds per call by
-    benchmark, ``counts`` the deterministic counts by benchmark, ``ratios`` in-run ratios
-    (each its own series: a benchmark of that name with the ratio in ``extra_info``)."""
-    names = sorted(set(times or {}) | set(counts or {}))
+    benchmark, ``counts`` the deterministic counts by benchmark (in the timed benchmark's
+    ``extra_info``), ``ratios`` in-run ratios. pytest-benchmark wants stats in every
+    benchmark, so ratios and the counts of untimed benchmarks live in ``gptref_track``."""
     benchmarks = []
-    for name in names:
-        data = (times or {}).get(name)
+    for name in sorted(times or {}):
         extra = {k: v for k, v in (counts or {}).get(name, {}).items() if k != "calls"}
         benchmarks.append({
             "group": "gptref track", "name": name, "fullname": f"gptref.track::{name}",
             "params": None, "param": None, "extra_info": extra, "options": {},
-            "stats": _stats(data) if data else None,
+            "stats": _stats(times[name]),
         })  # fmt: skip
-    for name, value in (ratios or {}).items():
-        if value is not None:
-            benchmarks.append({
-                "group": "ratios", "name": name, "fullname": f"gptref.track::{name}",
-                "params": None, "param": None, "extra_info": {"ratio": value},
-                "options": {}, "stats": None,
-            })  # fmt: skip
+    untimed = {n: dict(c) for n, c in (counts or {}).items() if n not in (times or {})}
+    kept = {n: v for n, v in (ratios or {}).items() if v is not None}
     return {
         "machine_info": {
             "node": platform.node(),
@@ -101,7 +94,12 @@ def run_record(
         "benchmarks": benchmarks,
         "datetime": dt.datetime.now(dt.timezone.utc).isoformat(),
         "version": "4.0.0",
-        "gptref_track": {"label": label, "suite_version": env.get("suite_version")},
+        "gptref_track": {
+            "label": label,
+            "suite_version": env.get("suite_version"),
+            "ratios": kept,
+            "counts": untimed,
+        },  # fmt: skip
     }
 
 
@@ -130,13 +128,17 @@ class Entry:
         return None
 
     def extra(self, name: str) -> dict[str, Any]:
+        """``extra_info`` of benchmark ``name``; for an in-run ratio ``{"ratio": value}``."""
         for bench in self.record["benchmarks"]:
             if bench["name"] == name:
                 return dict(bench.get("extra_info") or {})
-        return {}
+        track = self.record.get("gptref_track") or {}
+        if name in (track.get("ratios") or {}):
+            return {"ratio": track["ratios"][name]}
+        return dict((track.get("counts") or {}).get(name, {}))
 
-    def names(self) -> list[str]:
-        return [b["name"] for b in self.record["benchmarks"]]
+    def ratio_names(self) -> list[str]:
+        return list((self.record.get("gptref_track") or {}).get("ratios") or {})
 
 
 def record(store: str | Path, run: Mapping[str, Any]) -> Path:

@@ -69,6 +69,7 @@ def ratio_series(store_entries: Sequence[Entry]) -> list[tuple[str, str]]:
     """(benchmark name, extra_info key) of every ratio recorded in the store."""
     found: list[tuple[str, str]] = []
     for e in store_entries:
+        found += [(n, "ratio") for n in e.ratio_names() if (n, "ratio") not in found]
         for b in e.record["benchmarks"]:
             for key, value in (b.get("extra_info") or {}).items():
                 pair = (b["name"], key)
