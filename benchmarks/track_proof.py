@@ -51,14 +51,15 @@ def _save(name: str, data: dict) -> Path:
     return path
 
 
-def abtest(comparisons: int, rounds: int, cpu: int = -1, reps: int = 3) -> dict:
+def abtest(comparisons: int, rounds: int, cpu: int = -1, reps: int = 3, first_seed: int = 0,
+           tag: str = "") -> dict:  # fmt: skip
     def side(label: str, fraction: float) -> Side:
         env = {"GPTREF_BENCH_SLOWDOWN": f"train_step:{fraction}"}
         return Side(label, str(ROOT), env=env, worker=SLOW_WORKER)
 
     sides = [side("A", 0), side("A2", 0), side("B10", 0.10), side("C5", 0.05)]
     runs = []
-    for k in range(comparisons):
+    for k in range(first_seed, first_seed + comparisons):
         t0 = time.time()
         r = interleave_sides(sides, BENCHES, rounds, reps, seed=k, per_process=rounds, cpu=cpu)
         run = {"seed": k, "seconds": time.time() - t0, "load_avg": list(os.getloadavg()),
@@ -68,10 +69,10 @@ def abtest(comparisons: int, rounds: int, cpu: int = -1, reps: int = 3) -> dict:
                           for f, b in (("0.1", "B10"), ("0.05", "C5"))}}  # fmt: skip
         runs.append(run)
         alarms = [v["name"] for v in run["aa"] if v["regression"]]
-        print(f"{k + 1}/{comparisons} {run['seconds']:.0f} s: A/A alarms {alarms}; "
+        print(f"seed {k}: {run['seconds']:.0f} s: A/A alarms {alarms}; "
               + "; ".join(f"+{f}: {v['ratio']:.3f} [{v['low']:.3f}, {v['high']:.3f}] "
                           f"{v['change']}" for f, v in run["inject"].items()), flush=True)  # fmt: skip
-        _save("abtest", {"rounds": rounds, "reps": reps, "benches": BENCHES, "runs": runs})
+        _save("abtest" + tag, {"rounds": rounds, "reps": reps, "benches": BENCHES, "runs": runs})
     return {"runs": runs}
 
 
@@ -89,10 +90,11 @@ def counts(repeats: int) -> dict:
 
 def summary() -> str:
     lines = []
-    ab_path, cnt_path = OUT / "proof_abtest.json", OUT / "proof_counts.json"
-    if ab_path.is_file():
-        data = json.loads(ab_path.read_text())
-        runs = data["runs"]
+    parts = sorted(OUT.glob("proof_abtest*.json"))  # one file per core the proof ran on
+    cnt_path = OUT / "proof_counts.json"
+    if parts:
+        data = json.loads(parts[0].read_text())
+        runs = [run for part in parts for run in json.loads(part.read_text())["runs"]]
         verdicts = [v for run in runs for v in run["aa"]]
         alarms = sum(v["regression"] for v in verdicts)
         sig = sum(v["significant"] for v in verdicts)
@@ -131,9 +133,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=-1, help="the core both sides run on")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="abtest: a suffix of the results file")
     args = parser.parse_args()
     if args.what == "abtest":
-        abtest(args.comparisons, args.rounds, args.cpu)
+        abtest(args.comparisons, args.rounds, args.cpu, first_seed=args.first_seed, tag=args.tag)
     if args.what == "counts":
         counts(args.repeats)
     print(summary())

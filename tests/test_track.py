@@ -255,3 +255,11 @@ def test_track_check_counts_only_without_a_baseline_says_how_to_make_one(tmp_pat
     status = main(["track", "check", "--counts-only", "--bench", "chunk", "--baseline",
                    str(missing)])  # fmt: skip
     assert status == 2 and "--update" in capsys.readouterr().err
+
+
+def test_track_compare_refuses_too_few_rounds_for_the_test(capsys):
+    """--rounds 5: the signed-rank test cannot reach p < 0.01 in 5 pairs; the error says 8."""
+    from gptref.cli import main
+
+    assert main(["track", "compare", "--a", ".", "--rounds", "5"]) == 2
+    assert "--rounds must be >= 8" in capsys.readouterr().err

@@ -8,8 +8,8 @@ median round, the rounds' range as a bar) along the history, one line per torch 
 and Python, commits in commit order; its instruction counts in a second panel. A step
 from one point to the next on a line is flagged, in red, when it is a regression: timed,
 a significant slow-down (Mann-Whitney U and the unpaired bootstrap interval of
-``gptref.bench.stats``, the two runs not interleaved) beyond the threshold; counted, an
-increase beyond the threshold. The in-run ratios (the book's loop over ``chunk``,
+``gptref.bench.stats``, the two runs not interleaved; it takes >= 5 rounds in each run to
+reach p < 0.01) beyond the threshold; counted, an increase beyond the threshold. The in-run ratios (the book's loop over ``chunk``,
 fast / reference, predicted / measured memory from the pytest suites' JSON) are their
 own series.
 """
@@ -135,10 +135,12 @@ def _plot_benchmark(ax_time, ax_count, name, store_entries, order, flags) -> Non
             ax = ax_time if f["kind"] == "time" else ax_count
             if ax is not None:
                 ax.axvspan(order.index(f["from"]), order.index(f["to"]), color="red", alpha=0.12)
-    ax_time.set_title(name, fontsize=9)
+    ax_time.set_title(f"{name}: CPU time", fontsize=9)
     ax_time.set_ylabel("ms per call", fontsize=8)
     if ax_count is not None:
-        ax_count.set_ylabel("M instructions", fontsize=8)
+        ax_count.set_title(f"{name}: instructions (callgrind)", fontsize=9)
+        ax_count.set_ylabel("M instructions per call", fontsize=8)
+        ax_count.ticklabel_format(axis="y", useOffset=False, style="plain")
     for ax in (ax_time, ax_count):
         if ax is not None:
             ax.set_xticks(range(len(order)), order, rotation=60, fontsize=7)
@@ -154,7 +156,11 @@ def _plot_ratios(ax, store_entries, order, series) -> None:
             label = name if key == "ratio" else f"{name}: {key}"
             ax.plot([x for x, _ in pts], [v for _, v in pts], "o-", ms=4, color=f"C{i % 10}",
                     label=label[:60])  # fmt: skip
-    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    if low > 0 and high / low > 20:  # book-loop / chunk (~1000x) beside ~1x ratios
+        ax.set_yscale("log")
+    else:
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax.set_title("ratios measured within a run (machine speed cancels)", fontsize=9)
     ax.set_xticks(range(len(order)), order, rotation=60, fontsize=7)
     ax.grid(True, alpha=0.3)

@@ -28,6 +28,7 @@ DESCRIPTION = (
 STORE = "benchmarks/results/track/store"
 COUNTS_BASELINE = "benchmarks/results/track/counts_baseline.json"
 SUITE = "chunk,collate,tokenize,forward,loss,train_step"
+MIN_ROUNDS = 8  # 2 / 2**8 < 0.01: the fewest pairs in which the signed-rank test can tell
 # a significant slow-down beyond this fails `check` (timed); an increase beyond it (counted)
 THRESHOLDS = {"chunk": 0.10, "collate": 0.10, "tokenize": 0.10, "forward": 0.10,
               "loss": 0.10, "train_step": 0.05}  # fmt: skip
@@ -227,6 +228,7 @@ def compare(args: CompareArgs) -> int:
     from gptref.bench.abtest import interleave
 
     names = _names(args.bench)
+    _check_rounds(args.rounds)
     thresholds = _thresholds(args.threshold, names)
     with contextlib.ExitStack() as stack:
         side_a, _ = _side("A", args.a, args.a_python, stack)
@@ -234,7 +236,7 @@ def compare(args: CompareArgs) -> int:
         rounds = interleave(side_a, side_b, names, args.rounds, args.reps,
                             progress=lambda i, n: print(f"round {i}/{n}", file=sys.stderr))  # fmt: skip
     verdicts = rounds.verdicts("A", "B", thresholds)
-    print(f"B ({args.b}) against A ({args.a}): ratio B/A, 99 % interval, Mann-Whitney p")
+    print(f"B ({args.b}) against A ({args.a}): ratio B/A, 99 % interval, signed-rank p")
     for v in verdicts:
         print("  " + v.describe())
     if args.json:
@@ -243,6 +245,12 @@ def compare(args: CompareArgs) -> int:
             "samples": rounds.samples, "order": rounds.order,
         }, indent=1) + "\n")  # fmt: skip
     return 0
+
+
+def _check_rounds(rounds: int) -> None:
+    if rounds < MIN_ROUNDS:
+        raise ValueError(f"--rounds must be >= {MIN_ROUNDS}, got {rounds}: with fewer pairs the "
+                         "signed-rank test cannot reach p < 0.01")  # fmt: skip
 
 
 def _thresholds(threshold: float | None, names: list[str]) -> dict[str, float]:
@@ -273,6 +281,7 @@ def check(args: CheckArgs) -> int:
     from gptref.bench.abtest import interleave
 
     names = _names(args.bench)
+    _check_rounds(args.rounds)
     with contextlib.ExitStack() as stack:
         base, _ = _side("baseline", args.baseline, None, stack)
         here, _ = _side("current", str(_here()), None, stack)
