@@ -263,3 +263,26 @@ def test_track_compare_refuses_too_few_rounds_for_the_test(capsys):
 
     assert main(["track", "compare", "--a", ".", "--rounds", "5"]) == 2
     assert "--rounds must be >= 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("growth", "status"), [(1.01, 0), (1.2, 1)])
+def test_counts_gate_fails_on_an_instruction_blow_up_only(tmp_path, monkeypatch, growth, status):
+    """check --counts-only against a baseline: +1 % instructions passes, +20 % fails (exit 1);
+    the counts are made up here (valgrind itself is exercised in .ci/run)."""
+    from gptref.bench.abtest import Side
+    from gptref.cli import main
+    from gptref.commands import track
+
+    env = {"suite_version": 1, "python_version": "3.11.7", "torch_version": "2.13.0",
+           "machine": "x86_64"}  # fmt: skip
+    base = {"chunk": {"instructions": 1e6, "ops": 4, "peak_bytes": 8}}
+    baseline = tmp_path / "counts.json"
+    baseline.write_text(json.dumps({"baselines": {count_key(env): base}}))
+    now = {"chunk": {"instructions": 1e6 * growth, "ops": 4, "peak_bytes": 8}}
+    monkeypatch.setattr(track, "_count_report", lambda side, names: now)
+    monkeypatch.setattr(Side, "run", lambda self, mode, benches, *a: {"env": env})
+    argv = ["track", "check", "--counts-only", "--bench", "chunk", "--baseline", str(baseline)]
+    assert main(argv) == status
+    other = {**env, "torch_version": "2.15.0"}
+    monkeypatch.setattr(Side, "run", lambda self, mode, benches, *a: {"env": other})
+    assert main(argv) == 0  # another build: SKIPPED, no verdict
