@@ -2,8 +2,10 @@
 comparison sees a regression of known size. It exists only here, never in the library.
 
 ``GPTREF_BENCH_SLOWDOWN=train_step:0.10`` makes every call of that workload spin, after it
-returns, for 0.10 x the CPU time the call took, so the workload costs exactly 1.10x its CPU
-time (the two clock reads add ~1 µs to an 8 ms step). ``train_step:0`` wraps it the same way
+returns, for 0.10 x the CPU time the call took, so the workload costs 1.10x its CPU time
+(the clock reads add ~1 µs to an 8 ms step; the spin reads the clock every ~2 µs, not in a
+tight loop: a few thousand system calls in a row also slowed the next call, and made
+"+10 %" a 15 % slowdown). ``train_step:0`` wraps it the same way
 with no delay: the A side of a proof runs the same wrapper, so the true ratio is 1 + fraction.
 Run by ``benchmarks/track_proof.py`` as the ``worker`` of ``gptref.bench.abtest.Side``.
 """
@@ -28,6 +30,10 @@ sys.modules[_spec.name] = workloads  # dataclasses look their module up there
 _spec.loader.exec_module(workloads)
 
 
+SPIN = 50  # empty loop turns between two reads of the CPU clock (~2 µs)
+SPENT: dict[float, list[float]] = {}  # fraction -> [CPU s in the calls, CPU s with the spins]
+
+
 def slowed(setup, fraction: float):
     """A workload setup whose call spins for ``fraction`` x its own CPU time after each call."""
 
@@ -37,9 +43,14 @@ def slowed(setup, fraction: float):
         def run():
             t0 = time.process_time()
             out = call()
-            end = time.process_time() + (time.process_time() - t0) * fraction
-            while time.process_time() < end:
-                pass
+            t1 = time.process_time()
+            end = t1 + (t1 - t0) * fraction
+            while time.process_time() < end:  # the clock read is a system call: ~1 per 2 µs
+                for _ in range(SPIN):
+                    pass
+            spent = SPENT.setdefault(fraction, [0.0, 0.0])
+            spent[0] += t1 - t0
+            spent[1] += time.process_time() - t0
             return out
 
         return run

@@ -35,8 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from gptref.bench.abtest import Side, interleave_sides  # noqa: E402
 from gptref.bench.counts import count_instructions  # noqa: E402
+from gptref.bench.stats import compare_samples  # noqa: E402
 from gptref.bench.workloads import WORKLOADS  # noqa: E402
-from gptref.commands.track import THRESHOLDS  # noqa: E402
+from gptref.commands.track import ROUNDS, THRESHOLDS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "track"
 SLOW_WORKER = str(ROOT / "benchmarks" / "slowdown_worker.py")
@@ -51,8 +52,12 @@ def _save(name: str, data: dict) -> Path:
     return path
 
 
-def abtest(comparisons: int, rounds: int, cpu: int = -1, reps: int = 3, first_seed: int = 0,
+def abtest(comparisons: int, rounds: int = ROUNDS, cpu: int = -1, first_seed: int = 0,
            tag: str = "") -> dict:  # fmt: skip
+    """``comparisons`` experiments of four sides in ``gptref track compare``'s own setting
+    (``rounds`` rounds, 5 repetitions, workloads set up anew every round, fresh processes
+    every 5), results saved after each experiment."""
+
     def side(label: str, fraction: float) -> Side:
         env = {"GPTREF_BENCH_SLOWDOWN": f"train_step:{fraction}"}
         return Side(label, str(ROOT), env=env, worker=SLOW_WORKER)
@@ -60,20 +65,54 @@ def abtest(comparisons: int, rounds: int, cpu: int = -1, reps: int = 3, first_se
     sides = [side("A", 0), side("A2", 0), side("B10", 0.10), side("C5", 0.05)]
     runs = []
     for k in range(first_seed, first_seed + comparisons):
-        t0 = time.time()
-        r = interleave_sides(sides, BENCHES, rounds, reps, seed=k, per_process=rounds, cpu=cpu)
+        t0, load0 = time.time(), os.getloadavg()
+        r = interleave_sides(sides, BENCHES, rounds, seed=k, cpu=cpu)
         run = {"seed": k, "seconds": time.time() - t0, "load_avg": list(os.getloadavg()),
-               "samples": r.samples, "order": r.order,
-               "aa": [v.to_dict() for v in r.verdicts("A", "A2", THRESHOLDS)],
+               "load_avg_start": list(load0), "cpu": cpu, "samples": r.samples,
+               "order": r.order, "aa": [v.to_dict() for v in r.verdicts("A", "A2", THRESHOLDS)],
                "inject": {f: r.verdicts("A", b, THRESHOLDS)[-1].to_dict()
                           for f, b in (("0.1", "B10"), ("0.05", "C5"))}}  # fmt: skip
         runs.append(run)
         alarms = [v["name"] for v in run["aa"] if v["regression"]]
-        print(f"seed {k}: {run['seconds']:.0f} s: A/A alarms {alarms}; "
-              + "; ".join(f"+{f}: {v['ratio']:.3f} [{v['low']:.3f}, {v['high']:.3f}] "
-                          f"{v['change']}" for f, v in run["inject"].items()), flush=True)  # fmt: skip
-        _save("abtest" + tag, {"rounds": rounds, "reps": reps, "benches": BENCHES, "runs": runs})
+        print(f"seed {k}: {run['seconds']:.0f} s, load {run['load_avg'][0]:.1f}: A/A alarms "
+              f"{alarms}; " + "; ".join(f"+{f}: {v['ratio']:.3f} [{v['low']:.3f}, "
+                                        f"{v['high']:.3f}] {v['change']}"
+                                        for f, v in run["inject"].items()), flush=True)  # fmt: skip
+        _save("abtest" + tag, {"rounds": rounds, "reps": 5, "per_process": 5,
+                               "benches": BENCHES, "runs": runs})  # fmt: skip
     return {"runs": runs}
+
+
+def true_size(calls: int = 40) -> dict:
+    """The slowdown the switch really injects: ``injected``, the wrapped calls' CPU time over
+    the inner calls' (what the spin adds, by construction), and as a check that the spin
+    costs the next call nothing, train_step with 0 %, 5 % and 10 % in turn in one process ->
+    each one's ratio to 0 % (of the fastest and of the median of ``calls`` triples; on a
+    loaded machine these carry its noise)."""
+    import importlib.util
+
+    import torch
+
+    torch.set_num_threads(1)
+    spec = importlib.util.spec_from_file_location("slowdown_worker", SLOW_WORKER)
+    worker = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = worker
+    spec.loader.exec_module(worker)
+    step = worker.workloads.WORKLOADS["train_step"].setup()  # one model for all three: two
+    calls_of = {f: worker.slowed(lambda: step, f)() for f in (0.0, 0.05, 0.10)}  # set-ups differ
+    cpu: dict[float, list[float]] = {f: [] for f in calls_of}
+    for i in range(calls):
+        for f, call in calls_of.items() if i % 2 else reversed(calls_of.items()):
+            t0 = time.process_time()
+            call(), call(), call()
+            cpu[f].append(time.process_time() - t0)
+    out = {str(f): {"injected": worker.SPENT[f][1] / worker.SPENT[f][0],
+                    "min_ratio": min(cpu[f]) / min(cpu[0.0]),
+                    "median_ratio": statistics.median(cpu[f]) / statistics.median(cpu[0.0])}
+           for f in (0.05, 0.10)}  # fmt: skip
+    print(f"true size: {out}", flush=True)
+    _save("true_size", out)
+    return out
 
 
 def counts(repeats: int) -> dict:
@@ -88,35 +127,71 @@ def counts(repeats: int) -> dict:
     return {"runs": runs}
 
 
+def _bounds(k: int, n: int) -> tuple[float, float]:
+    """Clopper-Pearson 95 % interval of a rate of k in n."""
+    from scipy.stats import beta
+
+    low = beta.ppf(0.025, k, n - k + 1) if k > 0 else 0.0
+    high = beta.ppf(0.975, k + 1, n - k) if k < n else 1.0
+    return float(low), float(high)
+
+
+def _rate(k: int, n: int) -> str:
+    low, high = _bounds(k, n)
+    return f"{k}/{n} = {k / n:.1%} (95 % CI {low:.1%}-{high:.1%})"
+
+
 def summary() -> str:
     lines = []
     parts = sorted(OUT.glob("proof_abtest*.json"))  # one file per core the proof ran on
-    cnt_path = OUT / "proof_counts.json"
+    cnt_path, size_path = OUT / "proof_counts.json", OUT / "proof_true_size.json"
+    sizes = json.loads(size_path.read_text()) if size_path.is_file() else {}
     if parts:
         data = json.loads(parts[0].read_text())
         runs = [run for part in parts for run in json.loads(part.read_text())["runs"]]
         verdicts = [v for run in runs for v in run["aa"]]
+        # B10 and C5 differ in train_step only: on chunk and collate they are one more A/A pair
+        verdicts += [
+            compare_samples(n, run["samples"]["B10"][n], run["samples"]["C5"][n],
+                            threshold=THRESHOLDS[n]).to_dict()
+            for run in runs for n in ("chunk", "collate")
+        ]  # fmt: skip
         alarms = sum(v["regression"] for v in verdicts)
         sig = sum(v["significant"] for v in verdicts)
+        steps = [v for v in verdicts if v["name"] == "train_step"]
         by_bench = {n: [v["ratio"] for v in verdicts if v["name"] == n] for n in data["benches"]}
-        lines.append(f"A/A: {len(runs)} comparisons x {len(data['benches'])} benchmarks = "
-                     f"{len(verdicts)} verdicts, {data['rounds']} rounds each: false alarms "
-                     f"(gate fails) {alarms}/{len(verdicts)} = {alarms / len(verdicts):.1%}; "
-                     f"significant changes of any size {sig}/{len(verdicts)} = "
-                     f"{sig / len(verdicts):.1%}; A/A ratio ranges: " + ", ".join(
-                         f"{n} {min(r):.3f}-{max(r):.3f}" for n, r in by_bench.items()))  # fmt: skip
+        loads = [x for r in runs for x in (r.get("load_avg_start", r["load_avg"])[0],
+                                           r["load_avg"][0])]  # fmt: skip
+        lines.append(f"{len(runs)} experiments of {data['rounds']} rounds (compare's default: "
+                     f"{data.get('reps', 5)} repetitions, set-up anew every round, fresh "
+                     f"processes every {data.get('per_process', 5)}), four sides interleaved, "
+                     f"{statistics.median(r['seconds'] for r in runs):.0f} s each (median), "
+                     f"load average {min(loads):.1f}-{max(loads):.1f}")  # fmt: skip
+        lines.append(f"A/A (A-A2 on {', '.join(data['benches'])}; B10-C5 on chunk, collate): "
+                     f"false alarms (the gate fails) {_rate(alarms, len(verdicts))}; train_step "
+                     f"alone {_rate(sum(v['regression'] for v in steps), len(steps))}; "
+                     f"significant changes of any size {_rate(sig, len(verdicts))}; A/A ratio "
+                     "ranges: " + ", ".join(f"{n} {min(r):.3f}-{max(r):.3f}"
+                                            for n, r in by_bench.items()))  # fmt: skip
         for fraction in ("0.1", "0.05"):
             got = [run["inject"][fraction] for run in runs]
             n = len(got)
+            true = sizes.get(fraction, {}).get("injected", 1 + float(fraction))
             detected = sum(r["significant"] and r["ratio"] > 1 for r in got)
             gate = sum(r["regression"] for r in got)
-            covered = sum(r["low"] <= 1 + float(fraction) <= r["high"] for r in got)
+            covered = sum(r["low"] <= true <= r["high"] for r in got)
             ratios = [r["ratio"] for r in got]
-            lines.append(f"+{float(fraction):.0%} injected into train_step: detected "
-                         f"{detected}/{n} = {detected / n:.0%}, gate fails {gate}/{n}, reported "
+            lines.append(f"+{float(fraction):.0%} injected into train_step (true ratio "
+                         f"{true:.3f}): a significant slow-down {_rate(detected, n)}; the gate "
+                         f"fails (> +{THRESHOLDS['train_step']:.0%}) {_rate(gate, n)}; reported "
                          f"ratio median {statistics.median(ratios):.3f} (range {min(ratios):.3f}"
-                         f"-{max(ratios):.3f}; true {1 + float(fraction):.3f}), 99 % interval "
-                         f"holds the true ratio in {covered}/{n}")  # fmt: skip
+                         f"-{max(ratios):.3f}), its 99 % interval holds the true ratio in "
+                         f"{covered}/{n}")  # fmt: skip
+    if sizes:
+        lines.append("true size of the injected slowdown: " + ", ".join(
+            f"+{float(f):.0%} -> {v['injected']:.4f} (the spins' CPU time over the calls'); "
+            f"timed in turn in one process {v['min_ratio']:.3f} (fastest) / "
+            f"{v['median_ratio']:.3f} (median)" for f, v in sizes.items()))  # fmt: skip
     if cnt_path.is_file():
         runs = json.loads(cnt_path.read_text())["runs"]
         spreads = {n: (max(r[n] for r in runs) - min(r[n] for r in runs)) / min(r[n] for r in runs)
@@ -128,9 +203,9 @@ def summary() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("abtest", "counts", "summary"))
+    parser.add_argument("what", choices=("abtest", "counts", "true-size", "summary"))
     parser.add_argument("--comparisons", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=-1, help="the core both sides run on")
     parser.add_argument("--first-seed", type=int, default=0)
@@ -140,6 +215,8 @@ def main() -> None:
         abtest(args.comparisons, args.rounds, args.cpu, first_seed=args.first_seed, tag=args.tag)
     if args.what == "counts":
         counts(args.repeats)
+    if args.what == "true-size":
+        true_size()
     print(summary())
 
 

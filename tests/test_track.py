@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,6 +200,11 @@ FAKE_WORKER = textwrap.dedent(
         words = line.split()
         if not words or words[0] == "quit":
             break
+        if words[0] == "setup":
+            with open(os.environ["FAKE_LOG"], "a") as log:
+                log.write(words[1] + "\\n")
+            print(json.dumps({"setup": int(words[1])}), flush=True)
+            continue
         i += 1
         t = scale * (1 + 0.001 * (i % 3))
         print(json.dumps({"results": {words[2]: {"samples": [t], "wall": [t]}}}), flush=True)
@@ -208,14 +214,20 @@ FAKE_WORKER = textwrap.dedent(
 
 def test_interleave_alternates_two_workers_and_tests_what_they_report(tmp_path):
     """A stand-in worker (no torch): B reports 1.2x A's times -> 8 rounds a side, in ABBA
-    repetition order, and a regression verdict of ratio ~1.2."""
+    repetition order, and a regression verdict of ratio ~1.2; every round but a process's
+    first sets the workloads up anew (8 rounds, fresh processes after 5: 4 + 2 set-ups)."""
     worker = tmp_path / "worker.py"
     worker.write_text(FAKE_WORKER)
     src = str(tmp_path)
-    a = Side("A", src, sys.executable, {"FAKE_PATH": src}, str(worker))
-    b = Side("B", src, sys.executable, {"FAKE_PATH": src, "FAKE_SCALE": "1.2"}, str(worker))
+    logs = {s: tmp_path / f"{s}.log" for s in "AB"}
+    a = Side("A", src, sys.executable, {"FAKE_PATH": src, "FAKE_LOG": str(logs["A"])},
+             str(worker))  # fmt: skip
+    b = Side("B", src, sys.executable, {"FAKE_PATH": src, "FAKE_SCALE": "1.2",
+                                        "FAKE_LOG": str(logs["B"])}, str(worker))  # fmt: skip
     rounds = interleave(a, b, ["x"], rounds=8, reps=3, per_process=5, cpu=None)
     assert [len(rounds.samples[s]["x"]) for s in "AB"] == [8, 8]
+    seeds = {s: logs[s].read_text().split() for s in "AB"}
+    assert [len(seeds[s]) for s in "AB"] == [6, 6] and len(set(seeds["A"])) == 6
     assert len(rounds.order) == 8 and {o for pair in rounds.order for o in pair} == {"A", "B"}
     (v,) = rounds.verdicts("A", "B", {"x": 0.05})
     assert v.regression and v.ratio == pytest.approx(1.2, rel=0.01), v
@@ -286,3 +298,52 @@ def test_counts_gate_fails_on_an_instruction_blow_up_only(tmp_path, monkeypatch,
     other = {**env, "torch_version": "2.15.0"}
     monkeypatch.setattr(Side, "run", lambda self, mode, benches, *a: {"env": other})
     assert main(argv) == 0  # another build: SKIPPED, no verdict
+
+
+BLOW_UP = """
+
+_chunk = chunk
+
+
+def chunk(*args, **kwargs):  # injected by the test: ~1M more instructions a call
+    for _ in range(20_000):
+        pass
+    return _chunk(*args, **kwargs)
+"""
+
+
+@pytest.mark.slow
+def test_counts_gate_fails_on_a_real_instruction_blow_up_of_chunk(tmp_path):
+    """A copy of gptref whose ``chunk`` spins 20,000 loop turns first, counted under callgrind
+    for real: ``track check --counts-only`` exits 1 with chunk's instructions FAIL and
+    collate's ok, against the committed baseline of this build (or, for a build it lacks,
+    one just written from the clean tree)."""
+    import shutil
+    import subprocess
+
+    from gptref.bench.counts import valgrind_available
+    from gptref.commands.track import COUNTS_BASELINE
+
+    if valgrind_available() is not None:
+        pytest.skip(valgrind_available())
+    root = Path(__file__).resolve().parents[1]
+    tree = tmp_path / "tree"
+    shutil.copytree(root / "gptref", tree / "gptref",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    baseline = root / COUNTS_BASELINE
+    key = count_key(Side("clean", str(root)).run("env", [])["env"])
+    if key not in json.loads(baseline.read_text())["baselines"]:
+        baseline = tmp_path / "counts.json"
+        update = ["--baseline", str(baseline), "--update"]
+        gate = [sys.executable, "-m", "gptref", "track", "check", "--counts-only", "--bench",
+                "chunk,collate"]  # fmt: skip
+        subprocess.run([*gate, *update], cwd=root, check=True, capture_output=True)
+    with (tree / "gptref" / "data.py").open("a") as f:
+        f.write(BLOW_UP)
+    proc = subprocess.run([sys.executable, "-m", "gptref", "track", "check", "--counts-only",
+                           "--bench", "chunk,collate", "--baseline", str(baseline)],
+                          cwd=tree, capture_output=True, text=True, check=False)  # fmt: skip
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert any(line.startswith("FAIL") and "chunk instructions" in line for line in lines)
+    assert any(line.startswith("ok") and "collate instructions" in line for line in lines)

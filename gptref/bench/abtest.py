@@ -7,10 +7,16 @@ workloads set up once, a repetition on request), both pinned to one core; within
 the two take turns repetition by repetition (ABBA..., which side starts seeded at random),
 so the two samples of a pair come from the same fraction of a second of the machine's
 load, and the waiting one sleeps on its input. A round's value is a side's fastest
-repetition of it (CPU time: see ``workloads``). Every ``per_process`` rounds both are replaced by fresh processes:
-the process-to-process variation (memory layout, where the allocator lands) then shows as
-noise the test sees instead of as a bias between the two sides, at a fraction of the cost
-of a new process (an import of torch) per round.
+repetition of it (CPU time: see ``workloads``).
+
+Two identical processes of one build can differ by 5-15 % in CPU time for as long as they
+live (where their tensors landed: cache sets, huge pages or not), and a comparison of one
+process per side would take that for a difference of the builds. So every round each
+worker sets its workloads up anew (new tensors, after a buffer of a seeded random size:
+elsewhere in memory; milliseconds), and every ``per_process`` rounds both are replaced by
+fresh processes: that variation then shows as round-to-round noise the test sees, instead
+of as a bias between the two sides, at a fraction of the cost of a new process (an import
+of torch, seconds) per round.
 """
 
 from __future__ import annotations
@@ -99,6 +105,13 @@ class Worker:
             raise RuntimeError(f"side {self.side.label!r}: the worker ended:\n{err[-3000:]}")
         return json.loads(line)
 
+    def setup(self, seed: int) -> None:
+        """The workloads set up anew, after a buffer of a size ``seed`` chooses."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"setup {seed}\n")
+        self.proc.stdin.flush()
+        self._read()
+
     def rep(self, name: str, warm: bool) -> dict[str, Any]:
         """One timed repetition of benchmark ``name`` (after an untimed one when ``warm``)."""
         assert self.proc.stdin is not None
@@ -124,7 +137,7 @@ def interleave(
     a: Side,
     b: Side,
     benches: Sequence[str],
-    rounds: int = 10,
+    rounds: int = 20,
     reps: int = 5,
     seed: int = 0,
     per_process: int = 5,
@@ -145,7 +158,7 @@ def interleave(
 def interleave_sides(
     sides: Sequence[Side],
     benches: Sequence[str],
-    rounds: int = 10,
+    rounds: int = 20,
     reps: int = 5,
     seed: int = 0,
     per_process: int = 5,
@@ -183,6 +196,8 @@ def interleave_sides(
             for side in first:
                 if side.label not in workers:
                     workers[side.label] = Worker(side, benches, cpu)
+                else:  # set up anew: the next round's tensors elsewhere in memory
+                    workers[side.label].setup(rng.randrange(1 << 30))
             got: dict[str, dict[str, Any]] = {label: {} for label in labels}
             for name in benches:
                 for r in range(reps):  # the sides alternate, ABBA..., a repetition at a time

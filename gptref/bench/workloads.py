@@ -21,10 +21,12 @@ Modes (one JSON object on the last line of stdout):
 - ``counts``: under callgrind, one instrumented stretch of ``calls`` calls per benchmark,
   turned on and dumped through the client-request library named by ``GPTREF_CALLGRIND_LIB``
   (``gptref.bench.counts`` builds it and reads the dumps);
-- ``serve``: ``time`` on request: the workloads are set up once, then each line
-  ``time REPS [NAME [cold]]`` on stdin answers one JSON line, until ``quit`` or end of
-  input; ``gptref.bench.abtest`` keeps one such process per side, alternates the two
-  repetition by repetition and starts fresh ones every few rounds;
+- ``serve``: ``time`` on request: the workloads are set up, then each line
+  ``time REPS [NAME [cold]]`` on stdin answers one JSON line, ``setup N`` sets them up
+  anew (after a buffer of 64 x (N mod 4099 + 1) bytes, so that their tensors land
+  elsewhere), until ``quit`` or end of input; ``gptref.bench.abtest`` keeps one such
+  process per side, alternates the two repetition by repetition, sets the workloads up
+  anew every round and starts fresh processes every few rounds;
 - ``env``: what ran: Python, torch, threads, the gptref that was imported.
 
 Everything runs single-threaded (``torch.set_num_threads(1)``; the caller sets
@@ -239,20 +241,37 @@ def time_round(
     return results
 
 
+def _frozen(calls: dict[str, object]) -> dict[str, object]:
+    """``calls``, after moving every object alive now out of the collector's sight
+    (``gc.freeze``): the ``gc.collect()`` before each repetition then takes microseconds, not
+    the ~0.2 s of a full pass over torch's objects."""
+    gc.collect()
+    gc.freeze()
+    return calls
+
+
 def run_time(names: list[str], reps: int, workloads: dict[str, Workload]) -> dict[str, object]:
-    results = time_round(prepare(names, workloads), reps, workloads)
+    results = time_round(_frozen(prepare(names, workloads)), reps, workloads)
     return {"results": results, "ratios": {"book_loop_over_chunk": book_loop_over_chunk()}}
 
 
 def serve(names: list[str], workloads: dict[str, Workload]) -> None:
     """Rounds on request (see the module doc): ``time REPS [NAME [cold]]`` -> one JSON line
     (NAME: that benchmark only; ``cold``: without the untimed repetition first)."""
-    calls = prepare(names, workloads)
+    calls = _frozen(prepare(names, workloads))
     print(json.dumps({"ready": True, "env": environment()}), flush=True)
+    pad = bytearray(0)
     for line in sys.stdin:
         words = line.split()
         if not words or words[0] == "quit":
             break
+        if words[0] == "setup":  # fresh workloads, placed elsewhere in memory
+            calls = {}  # the old ones freed as their references go (a cycle stays frozen)
+            pad = bytearray(64 * (int(words[1]) % 4099 + 1))  # shifts where the heap goes on
+            calls = prepare(names, workloads)
+            gc.freeze()  # no full collection: it would cost more than the set-up itself
+            print(json.dumps({"setup": len(pad)}), flush=True)
+            continue
         reps = int(words[1]) if len(words) > 1 else 5
         chosen = {words[2]: calls[words[2]]} if len(words) > 2 else calls
         warm = not (len(words) > 3 and words[3] == "cold")

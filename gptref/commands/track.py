@@ -29,6 +29,8 @@ STORE = "benchmarks/results/track/store"
 COUNTS_BASELINE = "benchmarks/results/track/counts_baseline.json"
 SUITE = "chunk,collate,tokenize,forward,loss,train_step"
 MIN_ROUNDS = 8  # 2 / 2**8 < 0.01: the fewest pairs in which the signed-rank test can tell
+ROUNDS = 20  # compare's and check's default: a +10 % slow-down of train_step seen >= 95 % of
+# the time on this project's shared 2-core machines (benchmarks/track_proof.py)
 # a significant slow-down beyond this fails `check` (timed); an increase beyond it (counted)
 THRESHOLDS = {"chunk": 0.10, "collate": 0.10, "tokenize": 0.10, "forward": 0.10,
               "loss": 0.10, "train_step": 0.05}  # fmt: skip
@@ -68,7 +70,7 @@ class CompareArgs:
     a_python: str | None = _python()
     b_python: str | None = _python()
     bench: str = _bench()
-    rounds: int = setting(10, "interleaved round pairs", metavar="N")
+    rounds: int = setting(ROUNDS, "interleaved round pairs", metavar="N")
     reps: int = setting(5, "timed repetitions per process; a round keeps the fastest", metavar="N")
     threshold: float | None = setting(
         None, "a significant slow-down beyond this fraction is a regression (default: per "
@@ -93,7 +95,7 @@ class CheckArgs:
     counts_only: bool = setting(False, "instructions, ops and peak bytes only: deterministic, "
                                 "no timing (the CI form)")  # fmt: skip
     bench: str = _bench()
-    rounds: int = setting(10, "interleaved round pairs (timed)", metavar="N")
+    rounds: int = setting(ROUNDS, "interleaved round pairs (timed)", metavar="N")
     update: bool = setting(False, "--counts-only: write the counts measured now as the baseline")
 
 
