@@ -83,7 +83,7 @@ def abtest(comparisons: int, rounds: int = ROUNDS, cpu: int = -1, first_seed: in
     return {"runs": runs}
 
 
-def true_size(calls: int = 40) -> dict:
+def true_size(calls: int = 100) -> dict:
     """The slowdown the switch really injects: ``injected``, the wrapped calls' CPU time over
     the inner calls' (what the spin adds, by construction), and as a check that the spin
     costs the next call nothing, train_step with 0 %, 5 % and 10 % in turn in one process ->

@@ -149,13 +149,18 @@ def _plot_benchmark(ax_time, ax_count, name, store_entries, order, flags) -> Non
 
 
 def _plot_ratios(ax, store_entries, order, series) -> None:
+    """One line per ratio and torch/Python line (marker per line, colour per ratio)."""
+    lines = sorted({line_key(e) for e in store_entries})
     for i, (name, key) in enumerate(series):
-        pts = sorted(((order.index(x_label(e)), v) for e, v in
-                      iter_series(store_entries, name, key)), key=lambda p: p[0])  # fmt: skip
-        if pts:
-            label = name if key == "ratio" else f"{name}: {key}"
-            ax.plot([x for x, _ in pts], [v for _, v in pts], "o-", ms=4, color=f"C{i % 10}",
-                    label=label[:60])  # fmt: skip
+        for j, line in enumerate(lines):
+            mine = [e for e in store_entries if line_key(e) == line]
+            pts = sorted(((order.index(x_label(e)), v) for e, v in
+                          iter_series(mine, name, key)), key=lambda p: p[0])  # fmt: skip
+            if pts:
+                label = (name if key == "ratio" else f"{name}: {key}")[:60]
+                label += f" ({line})" if len(lines) > 1 else ""
+                ax.plot([x for x, _ in pts], [v for _, v in pts], "osd^v<>"[j % 7] + "-",
+                        ms=4, color=f"C{i % 10}", alpha=1 - 0.35 * (j % 2), label=label)  # fmt: skip
     low, high = ax.get_ylim()
     if low > 0 and high / low > 20:  # book-loop / chunk (~1000x) beside ~1x ratios
         ax.set_yscale("log")
