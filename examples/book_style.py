@@ -4,11 +4,13 @@ conformance suite:
     GPTREF_IMPL=examples.book_style python -m pytest --pyargs gptref.conformance
     gptref conformance examples.book_style
 
-It is written the way the book teaches the pieces, for reading, not speed: a dataset that
-loops over window starts and copies every window into its own tensor, the chapter-5 loss
-functions and ``generate``, appendix D's warmup-plus-cosine formula, and a plain training
-step. It imports nothing from gptref. Where gptref offers a choice, this module declares the
-book's (which are also the suite's defaults).
+It is written the way the book teaches the pieces, for reading, not speed: chapter 2's
+``GPTDatasetV1`` (a loop over window starts that copies every window into its own tensor) and
+``create_dataloader_v1``, the chapter-5 loss functions, ``generate`` and
+``train_model_simple``, appendix D's ``train_model`` and its warmup-plus-cosine formula, and,
+for gptref's function protocol, the same pieces as pure functions (``chunk``, ``batch_order``,
+``train_step``, ``lr_at``, ...). It imports nothing from gptref. Where gptref offers a choice,
+this module declares the book's (which are also the suite's defaults).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import tiktoken
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 
-__version__ = "book-style example 1.0"
+__version__ = "book-style example 2.0"
 
 LOADER_LOSS_WEIGHTING = "batch"  # calc_loss_loader averages the per-batch mean losses
 LR_SCHEDULE = "appendix_d"  # lr_at is appendix D's formula, as printed
@@ -41,14 +45,21 @@ def window_starts(n_tokens, max_length, stride):
     return range(0, n_tokens - max_length, stride)
 
 
-class SlidingWindows:
-    """The book's dataset: one input tensor and one target tensor (shifted by one) per window."""
+def sliding_windows(token_ids, max_length, stride):
+    """One input tensor and one target tensor (shifted by one) per window."""
+    input_ids, target_ids = [], []
+    for i in window_starts(len(token_ids), max_length, stride):
+        input_ids.append(torch.tensor(token_ids[i : i + max_length]))
+        target_ids.append(torch.tensor(token_ids[i + 1 : i + max_length + 1]))
+    return input_ids, target_ids
 
-    def __init__(self, token_ids, max_length, stride):
-        self.input_ids, self.target_ids = [], []
-        for i in window_starts(len(token_ids), max_length, stride):
-            self.input_ids.append(torch.tensor(token_ids[i : i + max_length]))
-            self.target_ids.append(torch.tensor(token_ids[i + 1 : i + max_length + 1]))
+
+class GPTDatasetV1(Dataset):
+    """The book's dataset: the sliding windows over the tokens of a text."""
+
+    def __init__(self, txt, tokenizer, max_length, stride):
+        token_ids = tokenizer.encode(txt, allowed_special={"<|endoftext|>"})
+        self.input_ids, self.target_ids = sliding_windows(token_ids, max_length, stride)
 
     def __len__(self):
         return len(self.input_ids)
@@ -57,16 +68,36 @@ class SlidingWindows:
         return self.input_ids[idx], self.target_ids[idx]
 
 
+def create_dataloader_v1(
+    txt, batch_size=4, max_length=256, stride=128, shuffle=True, drop_last=True, num_workers=0
+):
+    tokenizer = tiktoken.get_encoding("gpt2")
+    dataset = GPTDatasetV1(txt, tokenizer, max_length, stride)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+        num_workers=num_workers,
+    )  # fmt: skip
+
+
+def text_to_token_ids(text, tokenizer):
+    encoded = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    return torch.tensor(encoded).unsqueeze(0)  # add the batch dimension
+
+
+def token_ids_to_text(token_ids, tokenizer):
+    return tokenizer.decode(token_ids.squeeze(0).tolist())
+
+
 def num_chunks(n_tokens, max_length, stride):
     return len(window_starts(n_tokens, max_length, stride))
 
 
 def chunk(ids, max_length, stride):
-    dataset = SlidingWindows(ids.tolist(), max_length, stride)
-    if len(dataset) == 0:
+    input_ids, target_ids = sliding_windows(ids.tolist(), max_length, stride)
+    if len(input_ids) == 0:
         empty = torch.zeros((0, max_length), dtype=torch.int64)
         return empty, empty.clone()
-    return torch.stack(dataset.input_ids), torch.stack(dataset.target_ids)
+    return torch.stack(input_ids), torch.stack(target_ids)
 
 
 def batch_order(
@@ -199,3 +230,97 @@ def pick_token(logits, temperature, top_k):
     if temperature > 0.0:
         return torch.multinomial(torch.softmax(logits / temperature, dim=-1), num_samples=1)
     return logits.argmax(dim=-1, keepdim=True)
+
+
+def generate_text_simple(model, idx, max_new_tokens, context_size):
+    """Chapter 4's greedy decoding."""
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(idx[:, -context_size:])[:, -1, :]
+        idx = torch.cat((idx, logits.argmax(dim=-1, keepdim=True)), dim=1)
+    return idx
+
+
+# ---------------------------------------------------------------- chapter 5 and appendix D: loops
+
+
+def evaluate_model(model, train_loader, val_loader, device, eval_iter):
+    model.eval()
+    with torch.no_grad():
+        train_loss = calc_loss_loader(train_loader, model, device, num_batches=eval_iter)
+        val_loss = calc_loss_loader(val_loader, model, device, num_batches=eval_iter)
+    model.train()
+    return train_loss, val_loss
+
+
+def generate_and_print_sample(model, tokenizer, device, start_context):
+    model.eval()
+    context_size = model.pos_emb.weight.shape[0]
+    encoded = text_to_token_ids(start_context, tokenizer).to(device)
+    token_ids = generate_text_simple(model, encoded, 50, context_size)
+    print(token_ids_to_text(token_ids, tokenizer).replace("\n", " "))
+    model.train()
+
+
+def train_model_simple(
+    model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+    start_context, tokenizer,
+):  # fmt: skip
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, global_step = 0, -1
+    for epoch in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            optimizer.step()
+            tokens_seen += input_batch.numel()
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(
+                    model, train_loader, val_loader, device, eval_iter
+                )
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch + 1} (Step {global_step:06d}): {train_loss:.3f} {val_loss:.3f}")
+        generate_and_print_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen
+
+
+def train_model(
+    model, train_loader, val_loader, optimizer, device, n_epochs, eval_freq, eval_iter,
+    start_context, tokenizer, warmup_steps, initial_lr=3e-05, min_lr=1e-6,
+):  # fmt: skip
+    """Appendix D: train_model_simple with a warmup-plus-cosine lr and clipping after warmup."""
+    train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
+    tokens_seen, global_step = 0, -1
+    peak_lr = optimizer.param_groups[0]["lr"]
+    total_training_steps = len(train_loader) * n_epochs
+    for epoch in range(n_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            global_step += 1
+            lr = lr_at(global_step, peak_lr=peak_lr, total_steps=total_training_steps,
+                       warmup_steps=warmup_steps, initial_lr=initial_lr, min_lr=min_lr)  # fmt: skip
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            track_lrs.append(lr)
+            loss = calc_loss_batch(input_batch, target_batch, model, device)
+            loss.backward()
+            if global_step >= warmup_steps:  # the book's repository; the print edition has >
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+            optimizer.step()
+            tokens_seen += input_batch.numel()
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = evaluate_model(
+                    model, train_loader, val_loader, device, eval_iter
+                )
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+                print(f"Ep {epoch + 1} (Iter {global_step:06d}): {train_loss:.3f} {val_loss:.3f}")
+        generate_and_print_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen, track_lrs

@@ -13,7 +13,7 @@ import torch
 from examples.book_style import *  # noqa: F403 - all but the windows is the book's
 from examples.book_style import LOADER_LOSS_WEIGHTING, LR_SCHEDULE  # noqa: F401
 
-__version__ = "book-style example 1.0, broken on purpose"
+__version__ = "book-style example 2.0, broken on purpose"
 
 
 def window_starts(n_tokens, max_length, stride):

@@ -93,7 +93,7 @@ _EXPORTS = {
     "train": "gptref.loop",
     **dict.fromkeys(["History", "TrainState"], "gptref.state"),
     "RunConfig": "gptref.config",
-    "train_run": "gptref.commands.train",
+    "train_run": "gptref.commands.train_job",
     **dict.fromkeys(
         [
             "config_from_hf",

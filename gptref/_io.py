@@ -71,6 +71,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def read_json_object(file: Path, where: str, problem: str = "is damaged") -> dict[str, Any]:
+    """``file``'s JSON object; else ValueError ``where: file <problem>: <what it is>``."""
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        detail = f"not readable JSON ({type(e).__name__}: {' '.join(str(e).split())})"
+        raise ValueError(f"{where}: {file} {problem}: {detail}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: {file} {problem}: a JSON {type(value).__name__}, not an object")
+    return value
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     """``data`` as indented JSON with a final newline; NaN and inf are refused (not JSON)."""
     return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")

@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from gptref import snapshots
 from gptref._check import check_int, few, one_line
-from gptref._io import fsync_file
+from gptref._io import fsync_file, read_json_object
 from gptref.rng import capture_rng
 
 FORMAT = "gptref.checkpoint"
@@ -284,8 +284,12 @@ def check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> None
 
 
 def _write_file(file: Path, write: Callable[[Path], Any]) -> None:
-    """Create ``file`` with ``write(file)`` and fsync it: on disk before anything refers to it."""
-    write(file)
+    """Create ``file`` with ``write(file)`` and fsync it: on disk before anything refers to it.
+    safetensors reports a full disk as its own error: an OSError like every other writer's."""
+    try:
+        write(file)
+    except SafetensorError as e:
+        raise OSError(f"{file}: could not be written: {one_line(e)}") from e
     fsync_file(file)
 
 
@@ -311,11 +315,8 @@ def is_complete(path: Path) -> bool:
 def _manifest(path: Path) -> dict[str, Any]:
     """``path``'s manifest, its structure checked -> it; ValueError naming what is wrong."""
     where, file = "load_checkpoint", path / MANIFEST
-    try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{where}: {file} is corrupted: {one_line(e, kind=True)}") from e
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+    manifest = read_json_object(file, where, "is corrupted")
+    if not isinstance(manifest.get("files"), dict):
         raise ValueError(f"{where}: {file} is corrupted: not a manifest (no 'files' table)")
     fmt, version = manifest.get("format"), manifest.get("version")
     if fmt != FORMAT or version != VERSION:
@@ -372,7 +373,9 @@ def _check_state(file: Path, state: Any) -> None:
                 f"load_checkpoint: {file} is damaged: {key!r} is {type(state.get(key)).__name__}, "
                 f"expected {kind.__name__}"
             )
-    if not (state.get("optimizer") is None or isinstance(state["optimizer"], dict)):
+    if "optimizer" not in state or not (
+        state["optimizer"] is None or isinstance(state["optimizer"], dict)
+    ):
         raise ValueError(f"load_checkpoint: {file} is damaged: 'optimizer' is not a dict")
 
 
@@ -382,7 +385,9 @@ def _check_replaceable(path: Path) -> None:
         return
     if path.is_dir():
         names = {p.name for p in path.iterdir()}
-        if not names or names & {snapshots.LATEST, MANIFEST} or snapshots.snapshots(path):
+        if names & {snapshots.LATEST, MANIFEST} or snapshots.snapshots(path):
+            return
+        if all(snapshots.is_leftover(name) for name in names):  # empty, or killed saves' only
             return
     raise ValueError(
         f"save_checkpoint: {path} exists and is not a gptref checkpoint; refusing to replace "

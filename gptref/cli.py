@@ -198,14 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             message = one_line(e)
         print(f"gptref {command}: error: {message}", file=sys.stderr)
         return 2
-    except MemoryError as e:  # torch.OutOfMemoryError too; a CPU allocator failure says so
-        if debug:
-            raise
-        print(f"gptref {command}: error: out of memory ({one_line(e)[:200]}); use a smaller "
-              "--batch-size or --context (gptref plan predicts the peak)", file=sys.stderr)  # fmt: skip
-        return 2
-    except RuntimeError as e:
-        if debug or not _out_of_memory(e):
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if debug or not (isinstance(e, MemoryError) or _out_of_memory(e)):
             raise
         print(f"gptref {command}: error: out of memory ({one_line(e)[:200]}); use a smaller "
               "--batch-size or --context (gptref plan predicts the peak)", file=sys.stderr)  # fmt: skip

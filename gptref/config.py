@@ -35,7 +35,11 @@ class RunConfig:
     preset: Preset = setting("small", "model size: tiny (~3M parameters), small (~14M), 124M")
     context: int | None = setting(None, "context length (default: the preset's)", metavar="N")
     stride: int | None = setting(None, "window stride (default: the context)", metavar="N")
-    batch_size: int = setting(8, "sequences per step", metavar="N")
+    batch_size: int = setting(8, "sequences per optimizer step", metavar="N")
+    accumulation_steps: int = setting(
+        1, "split each batch into K micro-batches (gradient accumulation): the same update "
+        "in less memory; gptref plan suggests K", metavar="K",
+    )  # fmt: skip
     epochs: int | None = setting(
         None, "passes over the training split (default 1, or as many as --max-steps needs)",
         metavar="N", group="length",
@@ -63,8 +67,13 @@ class RunConfig:
     def __post_init__(self) -> None:
         where = "RunConfig"
         check_choice(where, "preset", self.preset, get_args(Preset))
-        for name in ("batch_size", "eval_freq", "eval_iter"):
+        for name in ("batch_size", "accumulation_steps", "eval_freq", "eval_iter"):
             check_int(where, name, getattr(self, name), low=1)
+        if self.accumulation_steps > self.batch_size:
+            raise FieldError(
+                where, "accumulation_steps",
+                f"must be <= batch_size ({self.batch_size}), got {self.accumulation_steps}",
+            )  # fmt: skip
         for name in ("context", "stride", "epochs", "max_steps"):
             if getattr(self, name) is not None:
                 check_int(where, name, getattr(self, name), low=1)

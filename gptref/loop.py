@@ -41,6 +41,8 @@ def train(
     eval_freq: int,
     eval_iter: int,
     start_context: str | None = None,
+    sample_every: int = 1,
+    sample_label: bool = False,
     tokenizer=None,
     schedule: Callable[[int], float] | None = None,
     grad_clip: float | None = None,
@@ -63,7 +65,9 @@ def train(
     before the forward pass), one ``train_step`` (clipping to ``grad_clip`` once
     ``global_step >= clip_from_step``), ``tokens_seen += input_batch.numel()``, and an
     evaluation after the update when ``global_step % eval_freq == 0``. After each epoch,
-    a greedy 50-token sample from ``start_context`` (eval mode, then back to train).
+    a greedy 50-token sample from ``start_context`` (eval mode, then back to train); with
+    ``sample_every = n`` after every n-th epoch, logged as ``sample after epoch e: '...'``
+    with ``sample_label`` (bare, as the book prints it, without).
     ``num_epochs=None`` runs until ``max_steps``.
 
     RNG: with book-mode loaders the global RNG is drawn from exactly where the book's
@@ -79,11 +83,12 @@ def train(
     ``resume_from`` continues a run (model, optimizer, RNG, position in the epoch); a run
     that already reached ``max_steps`` takes no further step.
     ``callback(info)`` runs after every step with ``info = {"step", "epoch", "result",
-    "history", "state"}``; returning True stops training (after a checkpoint when
+    "history", "state", "step_seconds"}`` (the update alone, evaluation excluded); returning True stops training (after a checkpoint when
     ``checkpoint_dir`` is set). ``group``: the process group (``gptref.distributed``), None
     for one process; rank 0 alone logs and writes.
     """
-    for name, value in (("eval_freq", eval_freq), ("eval_iter", eval_iter)):
+    for name, value in (("eval_freq", eval_freq), ("eval_iter", eval_iter),
+                        ("sample_every", sample_every)):  # fmt: skip
         check_int("train", name, value, low=1)
     if num_epochs is not None:
         check_int("train", "num_epochs", num_epochs, low=1)
@@ -131,10 +136,12 @@ def train(
         if seeded:
             train_loader.batch_sampler.set_epoch(epoch)
         model.train()
+        fresh = state.batch_in_epoch == 0  # (resumed at an epoch's end: nothing left in it)
         state.begin_epoch(epoch)
         steps_before = state.global_step
         for input_batch, target_batch in state.epoch_batches(train_loader):
             step = state.global_step + 1
+            started = time.perf_counter()
             result = train_step(
                 model,
                 optimizer,
@@ -147,6 +154,7 @@ def train(
                 autocast_dtype=autocast_dtype,
                 group=group,
             )
+            step_seconds = time.perf_counter() - started
             state.step_done(result.tokens * world_size)  # every rank's batch
             history.lrs.append(result.lr)
             history.step_losses.append(result.loss)
@@ -156,17 +164,13 @@ def train(
                         model, train_loader, val_loader, device, eval_iter,
                         weighting=eval_weighting, group=group,
                     )  # fmt: skip
-                history.train_losses.append(train_loss)
-                history.val_losses.append(val_loss)
-                history.tokens_seen.append(state.tokens_seen)
-                history.steps.append(step)
-                history.epochs.append(epoch + 1)
+                history.record_evaluation(step, epoch + 1, state.tokens_seen, train_loss, val_loss)
                 say(
                     f"Ep {epoch + 1} (Step {step:06d}): "
                     f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
                 )
             info = {"step": step, "epoch": epoch, "result": result, "history": history,
-                    "state": state}  # fmt: skip
+                    "state": state, "step_seconds": step_seconds}  # fmt: skip
             stop = bool(callback(info)) if callback is not None else False
             if world_size > 1:  # one rank's Ctrl-C stops all of them at the same step
                 stop = all_reduce_sum([stop], group)[0] > 0
@@ -175,14 +179,15 @@ def train(
                 return history
             if due(step, evaluated=step % eval_freq == 0):
                 save()
-        if num_epochs is None and state.global_step == steps_before:
+        if num_epochs is None and fresh and state.global_step == steps_before:
             raise ValueError(
                 "train: the training loader gave no batches; max_steps cannot be reached"
             )
         state.end_epoch()
-        if start_context is not None and rank == 0:
+        if start_context is not None and rank == 0 and (epoch + 1) % sample_every == 0:
             with quiet():
                 history.samples.append(sample_text(model, start_context, device, tokenizer))
-            say(history.samples[-1].replace("\n", " "))
+            text = history.samples[-1].replace("\n", " ")
+            say(f"sample after epoch {epoch + 1}: {text!r}" if sample_label else text)
     save()
     return history

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
@@ -39,13 +40,16 @@ def calc_loss_batch(
     The one place gptref computes a loss: ``calc_loss_loader`` and ``train_step`` (its
     accumulation and data-parallel forms use the sum) call it. Differentiable; moves both
     batches to ``device``."""
+    logits, targets = _flat_logits(input_batch, target_batch, model, device)
+    return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+def _flat_logits(input_batch, target_batch, model, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (logits (b*T, vocab), targets (b*T,)) on ``device``."""
     # non_blocking: from a pinned batch the copy overlaps GPU work; otherwise no-op
     input_batch = input_batch.to(device, non_blocking=True)
     target_batch = target_batch.to(device, non_blocking=True)
-    logits = model(input_batch)  # (b, T, vocab)
-    return F.cross_entropy(
-        logits.flatten(0, 1), target_batch.flatten(), ignore_index=ignore_index, reduction=reduction
-    )
+    return model(input_batch).flatten(0, 1), target_batch.flatten()  # (b*T, vocab), (b*T,)
 
 
 def counted_targets(target_batch: torch.Tensor, ignore_index: int = -100) -> int:
@@ -111,6 +115,56 @@ def calc_loss_loader(
         # the book divides by the clamped num_batches; for a sized loader that is n_batches
         return total_loss / n_batches
     return total_loss / n_tokens if n_tokens else float("nan")
+
+
+@dataclass(frozen=True)
+class LoaderLoss:
+    """A loader's loss both ways, and what it was averaged over."""
+
+    batch_weighted: float  # the book's: the mean of the per-batch mean losses
+    token_weighted: float  # the mean over every counted target token
+    batches: int
+    tokens: int  # counted targets (not ignore_index)
+
+
+def loader_loss(
+    data_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    model: nn.Module,
+    device: torch.device | str,
+    num_batches: int | None = None,
+    *,
+    ignore_index: int = -100,
+    progress: bool = False,
+) -> LoaderLoss:
+    """Both of ``calc_loss_loader``'s weightings in one pass over the batches: each batch's
+    logits are reduced twice (mean and sum), so each number equals ``calc_loss_loader``'s to
+    the bit. Under ``torch.no_grad()``; ``model.training`` untouched (call ``eval()``)."""
+    from tqdm.auto import tqdm
+
+    if num_batches is not None:
+        check_int("loader_loss", "num_batches", num_batches, low=1, hint="; pass None for all")
+    total = len(data_loader) if hasattr(data_loader, "__len__") else None
+    if total is not None and num_batches is not None:
+        total = min(total, num_batches)
+    means, sums, n_batches, n_tokens = 0.0, 0.0, 0, 0
+    with torch.no_grad():
+        batches = itertools.islice(data_loader, num_batches)
+        for input_batch, target_batch in tqdm(batches, total=total, unit="batch",
+                                              disable=not progress, leave=False):  # fmt: skip
+            logits, targets = _flat_logits(input_batch, target_batch, model, device)
+            means += F.cross_entropy(logits, targets, ignore_index=ignore_index).item()
+            sums += F.cross_entropy(
+                logits, targets, ignore_index=ignore_index, reduction="sum"
+            ).item()
+            n_batches += 1
+            n_tokens += counted_targets(target_batch, ignore_index)
+    nan = float("nan")
+    return LoaderLoss(
+        batch_weighted=means / n_batches if n_batches else nan,
+        token_weighted=sums / n_tokens if n_tokens else nan,
+        batches=n_batches,
+        tokens=n_tokens,
+    )
 
 
 def perplexity(loss: float | torch.Tensor) -> float:

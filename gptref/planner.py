@@ -165,8 +165,24 @@ def format_plan(
     parts = ", ".join(
         f"{k.replace('_', ' ')} {format_bytes(v)}" for k, v in est.breakdown.items() if v
     )
-    return "\n".join([
+    lines = [
         f"{name}: context {cfg.context_length}, {dtype}, {cfg.attn_impl} attention, {device}; budget {format_bytes(parse_bytes(memory))}",
         f"micro-batch {result.micro_batch} x {result.accumulation_steps} accumulation steps = {result.effective_batch} rows per update (target {target_batch})",
         f"predicted peak {format_bytes(result.predicted_peak)} ({est.peak_phase}): {parts}",
-    ])  # fmt: skip
+    ]  # fmt: skip
+    if isinstance(preset, str):
+        lines.append(f"run it: {train_command(preset, result, context=context, dtype=dtype)}")
+    return "\n".join(lines)
+
+
+def train_command(
+    preset: str, result: BatchPlan, *, context: int | None = None, dtype: str = "float32"
+) -> str:
+    """The ``gptref train`` command line that trains with this plan."""
+    flags = [f"--preset {preset}"] + ([f"--context {context}"] if context else [])
+    flags += [f"--batch-size {result.effective_batch}"]
+    if result.accumulation_steps > 1:
+        flags.append(f"--accumulation-steps {result.accumulation_steps}")
+    if dtype != "float32":
+        flags.append(f"--dtype {dtype}")
+    return "gptref train " + " ".join(flags)

@@ -258,7 +258,8 @@ def prepare(
 
 def _write(out, sources, settings, train_ratio, threads, piece_chars, progress) -> dict[str, Any]:
     """Tokenize into temporary files, rename them into place, write the manifest last."""
-    for stale in out.glob(_TMP_PREFIX + "*"):  # left by a prepare that was killed
+    # left by a prepare that was killed (we hold the lock: no live writer owns them)
+    for stale in [*out.glob(_TMP_PREFIX + "*"), *out.glob(MANIFEST + ".tmp-*")]:
         stale.unlink(missing_ok=True)
     tmp = {split: out / f"{_TMP_PREFIX}{os.getpid()}-{split}.bin" for split in SPLITS}
     try:

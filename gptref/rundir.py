@@ -6,6 +6,7 @@ read it::
     metrics.jsonl   one JSON record per evaluation (step, epoch, epochs_seen, tokens_seen,
                     train_loss, val_loss, lr), rewritten atomically as it grows
     loss.png        the book's loss figure
+    summary.json    the run's end: final losses, tokens, wall and training time, tokens/s
     checkpoint/     the checkpoints (``gptref.checkpoint``'s format, ``gptref.snapshots``' layout)
     .lock           held by the process writing the run
 
@@ -31,7 +32,7 @@ from gptref.model import GPTConfig, GPTModel
 from gptref.state import History
 
 CHECKPOINT, CONFIG, METRICS, PLOT = "checkpoint", "config.json", "metrics.jsonl", "loss.png"
-LOCK = ".lock"
+LOCK, SUMMARY = ".lock", "summary.json"
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def claim(directory: Path, *, overwrite: bool = False) -> None:
             f"{directory} holds a gptref run already; continue it with --resume {directory}, "
             "or start it over with --overwrite"
         )
-    for name in (CONFIG, METRICS, PLOT):
+    for name in (CONFIG, METRICS, PLOT, SUMMARY):
         (directory / name).unlink(missing_ok=True)
     shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
 
@@ -144,8 +145,11 @@ def load_model(path: str | Path, device: torch.device) -> tuple[GPTModel, RunRec
 class MetricsLog:
     """``metrics.jsonl``: one JSON record per evaluation, rewritten atomically as it grows."""
 
-    def __init__(self, path: Path, steps_per_epoch: int) -> None:
+    def __init__(self, path: Path, steps_per_epoch: int, tensorboard: Path | None = None) -> None:
+        """``tensorboard``: also write each new record's losses and lr there as TensorBoard
+        scalars (``pip install 'gptref[tensorboard]'``), at the step they were taken."""
         self.path, self.steps_per_epoch, self.count = path, steps_per_epoch, -1
+        self.tensorboard, self.writer, self.logged = tensorboard, None, 0
 
     def records(self, history: History) -> list[dict[str, Any]]:
         return [
@@ -169,5 +173,29 @@ class MetricsLog:
         if len(history.steps) == self.count:
             return False
         self.count = len(history.steps)
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records(history)))
+        records = self.records(history)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in records))
+        if self.tensorboard is not None:
+            self._scalars(records)
         return True
+
+    def _scalars(self, records: list[dict[str, Any]]) -> None:
+        if self.writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError(
+                    "--tensorboard needs the tensorboard package: pip install 'gptref[tensorboard]'"
+                ) from None
+            # a resumed run rewrites its history: events past its first record are replaced
+            first = records[0]["step"] if records else 0
+            self.writer = SummaryWriter(str(self.tensorboard), purge_step=first)
+        for record in records[self.logged :]:
+            for name in ("train_loss", "val_loss", "lr", "tokens_seen"):
+                self.writer.add_scalar(name, record[name], record["step"])
+        self.logged = len(records)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

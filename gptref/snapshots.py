@@ -69,6 +69,11 @@ def current(path: Path, complete: Callable[[Path], bool]) -> Path | None:
     return max(beside, key=lambda p: p.stat().st_mtime_ns) if beside else None
 
 
+def is_leftover(name: str) -> bool:
+    """Whether ``name`` in a checkpoint directory is what a killed save (or the lock) left."""
+    return name == LOCK or name.startswith((_TMP, LATEST + ".tmp-"))
+
+
 def leftovers(path: Path) -> list[str]:
     """Names of what killed saves left in or beside ``path`` (for error messages)."""
     inside = [p.name for p in path.glob(_TMP + "*")] if path.is_dir() else []
@@ -115,6 +120,8 @@ def _prune(path: Path, keep: int, newest: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
     for stale in path.glob(_TMP + "*"):  # we hold the lock: no live writer owns them
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in path.glob(LATEST + ".tmp-*"):  # a pointer write killed before its rename
+        stale.unlink(missing_ok=True)
     for legacy in path.parent.glob(f"{path.name}.*-*"):
         if legacy.is_dir() and re.fullmatch(rf"{re.escape(path.name)}\.(tmp|old)-\d+-[0-9a-f]+", legacy.name):  # fmt: skip
             shutil.rmtree(legacy, ignore_errors=True)

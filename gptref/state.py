@@ -48,6 +48,16 @@ class History:
     step_losses: list[float] = field(default_factory=list)  # one per optimizer step
     samples: list[str] = field(default_factory=list)  # one per epoch, with a start context
 
+    def record_evaluation(
+        self, step: int, epoch: int, tokens_seen: int, train_loss: float, val_loss: float
+    ) -> None:
+        """Append one evaluation: after ``step`` (global), in ``epoch`` (1-based)."""
+        self.train_losses.append(train_loss)
+        self.val_losses.append(val_loss)
+        self.tokens_seen.append(tokens_seen)
+        self.steps.append(step)
+        self.epochs.append(epoch)
+
     def to_dict(self) -> dict[str, list]:
         return asdict(self)
 

@@ -54,7 +54,6 @@ input nor with each other (safetensors refuses shared storage).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,8 +62,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from gptref._check import one_line
-from gptref._io import atomic_write
+from gptref._io import atomic_write, read_json_object
 from gptref.checkpoint import load_checkpoint, load_config, save_checkpoint
 from gptref.hf_layout import (
     HF_PREFIX,
@@ -241,12 +239,7 @@ def hf_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
     config_file = file.parent / "config.json"
     if not config_file.is_file():
         return file, None
-    try:
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"import_hf: {config_file} is not JSON: {one_line(e)}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"import_hf: {config_file} is not a Hugging Face model config")
+    raw = read_json_object(config_file, "import_hf")
     if "n_embd" not in raw and raw.get("model_type") != "gpt2":
         return file, None  # another config.json (a gptref checkpoint's, say): not ours to read
     settings = {}

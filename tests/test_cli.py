@@ -73,18 +73,20 @@ def test_python_dash_m_gptref_runs_the_cli():
 
 
 def test_train_writes_metrics_plot_config_and_a_checkpoint(trained_run):
-    """A finished run leaves metrics.jsonl (one record per evaluation), loss.png,
-    config.json and a complete checkpoint."""
+    """A finished run leaves metrics.jsonl (one record per evaluation, the last step's
+    included), loss.png, config.json, summary.json and a complete checkpoint."""
     records = [
         json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
     ]
-    assert [r["step"] for r in records] == [0, 2, 4]
+    # every eval_freq-th step, and the last step's final weights (issue 17: the end is recorded)
+    assert [r["step"] for r in records] == [0, 2, 4, 5]
     assert set(records[0]) == {"step", "epoch", "epochs_seen", "tokens_seen", "train_loss", "val_loss", "lr"}  # fmt: skip
-    assert records[-1]["tokens_seen"] == 5 * 4 * 16
+    assert records[-2]["tokens_seen"] == 5 * 4 * 16 and records[-1]["tokens_seen"] == 6 * 4 * 16
     assert (trained_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["context_length"] == 16 and config["run"]["max_steps"] == 6
     assert (snapshot(trained_run / "checkpoint") / "manifest.json").is_file()
+    assert json.loads((trained_run / "summary.json").read_text())["steps"] == 6
 
 
 def test_eval_and_generate_work_on_the_trained_checkpoint(trained_run, capsys):
@@ -334,7 +336,7 @@ def test_max_steps_alone_trains_past_the_first_epoch(corpus, tmp_path):
             "--max-steps", "20", "--eval-freq", "5", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [0, 5, 10, 15]
+    assert [r["step"] for r in records] == [0, 5, 10, 15, 19]  # 19: the final weights
     assert records[-1]["epoch"] > 1, records
     state = torch.load(snapshot(out / "checkpoint") / "state.pt", weights_only=True)
     assert state["step"] == 20
@@ -392,3 +394,129 @@ def test_a_checkpoint_written_before_the_config_split_still_loads(trained_run, t
     assert set(json.loads(capsys.readouterr().out)) == {"train", "val"}
     assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "the", "--max-new-tokens", "3"]) == 0  # fmt: skip
     assert main(["weights", "export-hf", "--checkpoint", str(old), "--out", str(tmp_path / "m.st")]) == 0  # fmt: skip
+
+
+def test_eval_gives_the_numbers_training_logged_for_the_same_weights_and_batches(corpus, tmp_path, capsys):  # fmt: skip
+    """3 steps, evaluated at step 2 (the last): eval with the run's batch size and
+    --max-batches = --eval-iter gives its train and val losses to the bit (one pass, both
+    weightings); without --max-batches it averages every batch and says how many."""
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(corpus), *TINY, "--max-steps", "3", "--out", str(out)]
+    assert main(argv) == 0
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--max-batches", "1", "--json", "--no-progress"]) == 0  # fmt: skip
+    got = json.loads(capsys.readouterr().out)
+    assert got["train"]["loss_batch_weighted"] == last["train_loss"]
+    assert got["val"]["loss_batch_weighted"] == last["val_loss"]
+    assert got["val"]["batches"] == 1 and got["val"]["batch_size"] == 4
+    assert main(["eval", "--checkpoint", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "the mean of" in text and "target tokens" in text, text
+
+
+def test_a_run_records_its_end_in_metrics_and_summary_json(corpus, tmp_path, capsys):
+    """6 steps evaluated every 4: metrics.jsonl ends with step 5 (the final weights);
+    summary.json holds the final losses, tokens and training-only throughput; --json prints
+    the same summary on stdout."""
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(corpus), *TINY, "--eval-freq", "4", "--max-steps", "6",
+            "--out", str(out), "--json"]  # fmt: skip
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 4, 5]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["tokens_seen"] == 6 * 4 * 16
+    assert 0 < summary["train_seconds"] <= summary["wall_seconds"]
+    assert summary["val_loss"] == printed["val_loss"] and summary["eval_batches"] == 1
+
+
+def test_plan_json_and_the_train_command_it_prints(capsys):
+    assert main(["plan", "--memory", "24GiB", "--preset", "124M", "--context", "1024", "--json"]) == 0  # fmt: skip
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["micro_batch"] * plan["accumulation_steps"] == plan["effective_batch"] >= 1024
+    assert plan["train_command"] == (
+        f"gptref train --preset 124M --context 1024 --batch-size {plan['effective_batch']} "
+        f"--accumulation-steps {plan['accumulation_steps']}"
+    )
+
+
+def test_accumulation_steps_train_and_are_recorded(corpus, tmp_path, capsys):
+    """--accumulation-steps 2: the run's record says so, the tokens are the batch's; more
+    steps than rows is refused naming both."""
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(corpus), *TINY, "--max-steps", "2", "--accumulation-steps",
+            "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["run"]["accumulation_steps"] == 2
+    line = run_error(capsys, ["train", "--text", str(corpus), *TINY, "--accumulation-steps", "5"])
+    assert "--accumulation-steps must be <= batch_size (4), got 5" in line
+
+
+@pytest.mark.parametrize(("flags", "shown"), [([], True), (["--no-sample"], False)])
+def test_samples_are_labelled_and_can_be_turned_off(corpus, tmp_path, capsys, flags, shown):
+    argv = ["train", "--text", str(corpus), *TINY, "--context", "64", "--batch-size", "8",
+            "--epochs", "1", "--eval-freq", "50", "--out", str(tmp_path / "r"), *flags]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert ("sample after epoch 1: 'Every effort moves you" in out) is shown, out
+
+
+def test_every_option_explains_itself_and_shows_its_default():
+    """Each flag of each subcommand has help text; a flag whose field has a default says
+    it (the field's default, or the help's own words about it)."""
+    import argparse
+
+    from gptref.cli import build_parser, flag_fields
+    from gptref.commands import COMMANDS
+
+    defaults = {}
+    for command in COMMANDS:
+        actions = getattr(command, "ACTIONS", None)
+        for cls in [cls for _, cls, _ in actions.values()] if actions else [command.Args]:
+            defaults |= {f.name: f.default for f, _ in flag_fields(cls)}
+
+    def walk(parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from walk(sub)
+            elif action.dest not in ("help", "debug", "version"):
+                yield action
+
+    checked = 0
+    for action in walk(build_parser()):
+        assert action.help and len(action.help) > 10, action.dest
+        default = defaults.get(action.dest)
+        if default not in (None, False, ()) and not action.required:
+            assert "default" in action.help, (action.dest, action.help)
+            checked += 1
+    assert checked > 30
+
+
+def test_redirected_output_has_no_progress_bar_redraws(corpus, tmp_path):
+    """stderr not a terminal: one line per evaluation, no carriage-return redraws."""
+    cmd = [sys.executable, "-m", "gptref", "train", "--text", str(corpus), "--preset", "tiny",
+           "--context", "16", "--batch-size", "4", "--eval-freq", "2", "--eval-iter", "1",
+           "--max-steps", "4", "--out", str(tmp_path / "r")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert "\r" not in proc.stderr and "\r" not in proc.stdout
+    assert proc.stdout.count("Ep 1 (Step") == 2
+
+
+def test_tensorboard_gets_the_scalars_of_metrics_jsonl(corpus, tmp_path):
+    """--tensorboard: the same train/val losses and lr at the same steps as metrics.jsonl."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(corpus), *TINY, "--max-steps", "5", "--out", str(out),
+            "--tensorboard"]  # fmt: skip
+    assert main(argv) == 0
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    for name in ("train_loss", "val_loss", "lr"):
+        got = [(e.step, e.value) for e in events.Scalars(name)]
+        assert got == [(r["step"], pytest.approx(r[name], rel=1e-6)) for r in records], name

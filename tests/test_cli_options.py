@@ -9,7 +9,7 @@ import sys
 
 from gptref.cli import build_parser
 
-RUN = ["--preset", "--context", "--stride", "--batch-size", "--epochs", "--max-steps", "--lr",
+RUN = ["--preset", "--context", "--stride", "--batch-size", "--accumulation-steps", "--epochs", "--max-steps", "--lr",
        "--weight-decay", "--warmup", "--min-lr", "--grad-clip", "--eval-freq", "--eval-iter",
        "--train-ratio", "--seed"]  # fmt: skip
 FAST = ["--attn", "--dtype", "--optimizer", "--compile", "--tf32", "--vocab-pad", "--fused-layers"]
@@ -29,9 +29,21 @@ EXPECTED = {
         "--checkpoint-every",
         "--no-verify",
         "--prompt",
+        "--sample-every",
+        "--no-sample",
+        "--json",
+        "--tensorboard",
         "--no-progress",
     ],  # fmt: skip
-    "eval": ["--checkpoint", "--text", "--device", "--json"],
+    "eval": [
+        "--checkpoint",
+        "--text",
+        "--batch-size",
+        "--max-batches",
+        "--device",
+        "--json",
+        "--no-progress",
+    ],  # fmt: skip
     "generate": [
         "--checkpoint",
         "--prompt",
@@ -60,7 +72,15 @@ EXPECTED = {
         "--out",
         "--no-progress",
     ],  # fmt: skip
-    "plan": ["--memory", "--target-batch", "--preset", "--context", "--dtype", "--device"],
+    "plan": [
+        "--memory",
+        "--target-batch",
+        "--preset",
+        "--context",
+        "--dtype",
+        "--device",
+        "--json",
+    ],
     "conformance": ["impl", "--allow-missing", "pytest_args"],
     "track record": [
         "--store",

@@ -13,6 +13,7 @@ process group, so the process start-up is paid once:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -174,7 +175,9 @@ def test_torchrun_cli_trains_and_only_rank_0_writes(tmp_path):
     assert proc.stdout.count("final train loss") == 1, proc.stdout
     assert "2 processes (global batch 4)" in proc.stdout
     assert (snapshot(out / "checkpoint") / "manifest.json").is_file()
-    assert (out / "metrics.jsonl").read_text().count("\n") == 2
+    # two evaluations (steps 0 and 2) and the final record, written once (by rank 0)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("step") for r in records[:2]] == [0, 2] and len(records) == 3, records
     state = torch.load(snapshot(out / "checkpoint") / "state.pt", weights_only=True)
     assert state["extra"]["world_size"] == 2 and len(state["extra"]["ranks"]) == 2
 

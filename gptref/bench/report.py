@@ -127,8 +127,9 @@ def write_results(
 
 
 def plot_bench(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path | None:
-    """tokens/s and peak memory (measured solid, predicted dashed) against batch size, one line
-    per device/dtype/attn -> ``path``; None when matplotlib is not installed."""
+    """tokens/s (error bars: the interquartile range of the step times) and peak memory
+    (measured solid, predicted dashed) against batch size, one line per device/dtype/attn,
+    titled with the preset, context, torch and machine -> ``path``; None without matplotlib."""
     plt = pyplot()
     if plt is None:
         return None
@@ -141,9 +142,16 @@ def plot_bench(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path | No
         )
         ok = [r for r in mine if r["status"] == "ok"]
         label = "/".join(key)
-        line = speed.plot(
-            [r["batch_size"] for r in ok], [r["tokens_per_s"] for r in ok], "o-", label=label
-        )[0]
+        tokens = [r["batch_size"] * r["context"] for r in ok]
+        rate = [r["tokens_per_s"] for r in ok]
+        low = [t / r["step_s_q3"] for t, r in zip(tokens, ok, strict=True)]
+        high = [t / r["step_s_q1"] for t, r in zip(tokens, ok, strict=True)]
+        bars = speed.errorbar(
+            [r["batch_size"] for r in ok], rate, fmt="o-", capsize=3, label=label,
+            yerr=[[m - lo for m, lo in zip(rate, low, strict=True)],
+                  [hi - m for m, hi in zip(rate, high, strict=True)]],
+        )  # fmt: skip
+        line = bars.lines[0]
         memory.plot(
             [r["batch_size"] for r in ok],
             [r["peak_bytes_measured"] / 2**30 for r in ok],
@@ -164,4 +172,12 @@ def plot_bench(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path | No
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
+    machine = machine_info()
+    first = rows[0] if rows else {}
+    fig.suptitle(
+        f"gptref bench: {first.get('preset', '?')}, context {first.get('context', '?')}; torch "
+        f"{machine['torch_version']}, {machine['cuda_device'] or machine['cpu_model']}, "
+        f"{machine['torch_threads']} threads",
+        fontsize=9,
+    )
     return save_figure(fig, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from gptref._setting import nested, same_as, setting
 from gptref.commands.common import no_progress_flag, resolve_device
@@ -23,11 +24,16 @@ class Args:
     preset: Preset = same_as(RunConfig, "preset")
     context: int | None = same_as(RunConfig, "context")
     batch_sizes: str = setting("1,2,4,8", "batch sizes, comma-separated", metavar="LIST")
-    device: str = setting("cpu", "cpu, cuda or all (cpu, and cuda when available)",
-                       choices=("cpu", "cuda", "all"))  # fmt: skip
+    device: str = setting(
+        "cpu", "cpu, cuda or all (cpu, and cuda when available); no 'auto' as in train: a "
+        "benchmark names the device it measures", choices=("cpu", "cuda", "all"),
+    )  # fmt: skip
     dtype: str = setting("float32", "float32,bfloat16 (comma-separated)", metavar="LIST")
     attn: str = setting("reference", "reference,sdpa (comma-separated)", metavar="LIST")
-    steps: int = setting(3, "timed steps per configuration", metavar="N")
+    steps: int = setting(
+        10, "timed steps per configuration (after one warm-up step; the median is reported)",
+        metavar="N",
+    )  # fmt: skip
     # the other fast paths, as `gptref train` declares them (dtype and attn are lists here)
     fast: FastPaths = nested(FastPaths, exclude=("attn", "dtype"))
     compare: bool = setting(
@@ -72,6 +78,7 @@ def main(args: Args) -> int:
                              steps=args.steps, progress=not args.no_progress)  # fmt: skip
         write_results(rows, args.out, "compare")
         print(format_comparison(rows))
+        _warn_if_starved(rows)
         print(f"wrote {args.out}/: compare.md, compare.json")
         return 0
     rows = run_bench(
@@ -79,5 +86,22 @@ def main(args: Args) -> int:
         progress=not args.no_progress, fast=args.fast,
     )  # fmt: skip
     print(format_table(rows))
+    _warn_if_starved(rows)
     print(f"wrote {args.out}/: bench.md, bench.json, bench.png")
     return 0
+
+
+def _warn_if_starved(rows) -> None:
+    """Rows whose timed steps got much less CPU than their threads could use: other work
+    ran on the machine, and their times say more about it than about gptref."""
+    starved = [r for r in rows if r.get("status") == "ok" and r["device"] == "cpu"
+               and r.get("cpu_share") is not None and r["cpu_share"] < STARVED]  # fmt: skip
+    for r in starved:
+        print(
+            f"warning: {r['dtype']}/{r['attn']} batch {r['batch_size']} got {r['cpu_share']:.2f} "
+            f"of its CPU share (< {STARVED}): other work slowed it; rerun on a quiet machine",
+            file=sys.stderr,
+        )
+
+
+STARVED = 0.7  # CPU share below which a row's timing is not gptref's alone

@@ -4,6 +4,7 @@ reaches a target batch (``gptref.memory``'s model)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from gptref._setting import required, same_as, setting
 from gptref.config import Preset, RunConfig
@@ -21,17 +22,33 @@ DESCRIPTION = (
 class Args:
     memory: str = required("the memory budget, e.g. 24GiB, 80GB, 512MiB", metavar="SIZE")
     target_batch: int = setting(1024, "sequences per optimizer update to reach", metavar="N")
-    preset: Preset = same_as(RunConfig, "preset", default="124M")
+    preset: Preset = same_as(
+        RunConfig, "preset", default="124M",
+        help="model size: tiny, small, 124M (default 124M here, small in train: plans are for "
+        "the model people run out of memory with)",
+    )  # fmt: skip
     context: int | None = same_as(RunConfig, "context")
     dtype: Dtype = setting("float32", "float32, or bfloat16 autocast (as gptref train --dtype)")
     device: str = setting(
-        "cpu", "whose memory: cpu (RSS) or cuda (allocator)", choices=("cpu", "cuda")
-    )
+        "cpu", "whose memory: cpu (RSS) or cuda (allocator); no 'auto' as in train: a plan "
+        "names the machine it is for", choices=("cpu", "cuda"),
+    )  # fmt: skip
+    json: bool = setting(False, "print the plan as JSON")
 
 
 def main(args: Args) -> int:
-    from gptref.planner import format_plan
+    from gptref.planner import format_plan, parse_bytes, plan, train_command
 
-    print(format_plan(args.preset, args.memory, args.target_batch, context=args.context,
-                      dtype=args.dtype, device=args.device))  # fmt: skip
+    options = {"context": args.context, "dtype": args.dtype, "device": args.device}
+    if args.json:
+        result = plan(args.preset, args.memory, args.target_batch, **options)
+        print(json.dumps({
+            "preset": args.preset, "memory_bytes": parse_bytes(args.memory),
+            "target_batch": args.target_batch, **options, "micro_batch": result.micro_batch,
+            "accumulation_steps": result.accumulation_steps,
+            "effective_batch": result.effective_batch, "predicted_peak_bytes": result.predicted_peak,
+            "train_command": train_command(args.preset, result, context=args.context, dtype=args.dtype),
+        }, indent=2))  # fmt: skip
+        return 0
+    print(format_plan(args.preset, args.memory, args.target_batch, **options))
     return 0

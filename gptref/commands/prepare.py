@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 from gptref._setting import required, same_as, setting
 from gptref.commands.common import no_progress_flag
@@ -35,7 +36,7 @@ def main(args: Args) -> int:
 
     result = prepare(
         args.text, args.out, train_ratio=args.train_ratio, num_threads=args.threads,
-        progress=not args.no_progress,
+        progress=not args.no_progress and sys.stderr.isatty(),
     )  # fmt: skip
     if not result.skipped:
         m, s = result.manifest, result.seconds

@@ -3,55 +3,65 @@
 Run it::
 
     GPTREF_IMPL=package.module pytest --pyargs gptref.conformance   # default: gptref itself
-    gptref conformance package.module [--allow-missing] [pytest args, e.g. -x -k chunk]
+    gptref conformance package.module [pytest args, e.g. -x -k chunk]
+    gptref conformance llms_from_scratch                           # the book's own package
 
-``GPTREF_IMPL`` is a module importable from the current directory, or a path to a ``.py``
-file. ``--allow-missing`` (or ``GPTREF_ALLOW_MISSING=1``) skips, instead of failing, the tests
-of functions the module lacks; either way a missing function affects only its own tests.
-The report header names the implementation, its file and ``__version__``.
+``GPTREF_IMPL`` is a module importable from the current directory, a path to a ``.py`` file
+(its folder goes on ``sys.path``), modules joined by ``+`` (a name is looked up in each in
+turn: ``pkg.ch02+pkg.ch05``), or a known name (``gptref``, ``llms_from_scratch``; see
+``impl.KNOWN``). The header names the implementation, its version, its declared
+conventions and what it does not provide; the end of the run gives each **level**'s verdict
+(passed / failed / not provided), also under ``-q``, and ``--conformance-json PATH`` writes
+it as JSON (``--junitxml`` works as pytest gives it, each test with its level as a property).
 
-**The adapter protocol.** The module under test (often a thin adapter that imports the real
-code) provides any of these functions, with gptref's signatures (see gptref's README):
+**Levels** (``levels.LEVELS``): ``book`` (chapters 2, 5 and appendix D) and the extensions
+``seeded``, ``distributed``, ``padding``, ``accumulation``, ``exact-schedule``. A test whose
+function the implementation lacks, or that raises ``NotImplementedError``, is "not provided"
+(``--require LEVEL,...`` makes that a failure); a test of a convention or feature declared
+otherwise is "not applicable".
 
-- ``split(data, train_ratio)`` -> ``(data[:k], data[k:])``, ``k = int(train_ratio * len(data))``,
-  for a ``str``, a list and a 1-D tensor alike;
+**The book's names and signatures** are accepted directly: a module exposing
+``GPTDatasetV1(txt, tokenizer, max_length, stride)``, ``create_dataloader_v1(txt,
+batch_size=4, max_length=256, stride=128, shuffle=True, drop_last=True, num_workers=0)``,
+``text_to_token_ids(text, tokenizer)``, ``token_ids_to_text(ids, tokenizer)``,
+``calc_loss_batch``, ``calc_loss_loader``, ``generate``, ``train_model_simple`` and
+``train_model`` (and the book's ``GPTModel(cfg)``) is testable with no adapter at all.
+(``tiktoken.get_encoding("gpt2")`` is made to work offline: ``tokenizer.py``.)
+
+**gptref's function protocol** (its README has the signatures) checks the same definitions
+as pure functions, plus the extensions:
+
+- ``split(data, train_ratio)`` -> ``(data[:k], data[k:])``, ``k = int(train_ratio * len(data))``;
 - ``num_chunks(n_tokens, max_length, stride)`` -> ``len(range(0, n_tokens - max_length, stride))``;
-- ``chunk(ids, max_length, stride)`` -> ``(inputs, targets)``, int64 ``(num_chunks, max_length)``:
-  the book's sliding windows, targets one token later (``ids``: int64 ``(N,)``);
+- ``chunk(ids, max_length, stride)`` -> ``(inputs, targets)``, int64 ``(num_chunks, max_length)``;
 - ``batch_order(n, batch_size, *, shuffle, drop_last, seed, epoch, rank, world_size)`` -> a
   list of index tensors: one epoch's batches for one rank, a pure function of its arguments;
-- ``collate(samples, *, pad_token_id, ignore_index, max_length)`` -> ``(inputs, targets)``:
-  ragged ``(input, target)`` pairs truncated to ``max_length`` and right-padded;
+- ``collate(samples, *, pad_token_id, ignore_index, max_length)`` -> ``(inputs, targets)``;
 - ``calc_loss_batch(input_batch, target_batch, model, device)`` -> a differentiable scalar
-  tensor, the mean cross-entropy over targets that are not -100;
+  tensor, the mean cross-entropy over targets that are not ``IGNORE_INDEX``;
 - ``calc_loss_loader(data_loader, model, device, num_batches=None)`` -> float (``nan`` for no
   batches), weighted as ``LOADER_LOSS_WEIGHTING`` declares;
 - ``train_step(model, optimizer, input_batch, target_batch, device, *, lr=None,
   grad_clip=None, accumulation_steps=1)`` -> an object with ``loss``, ``grad_norm`` (before
   clipping), ``tokens``, ``target_tokens`` and ``lr``: one optimizer update;
-- ``lr_at(step, *, peak_lr, total_steps, warmup_steps, initial_lr, min_lr)`` -> float, as
-  ``LR_SCHEDULE`` declares;
+- ``lr_at(step, *, peak_lr, total_steps, warmup_steps, initial_lr, min_lr)`` -> float;
 - ``generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None,
-  eos_id=None)`` -> int64 ``(b, T + k)``: the book's generate (the suite batches several
-  prompts only for greedy decoding without ``eos_id``).
+  eos_id=None)`` -> int64 ``(b, T + k)``.
 
-Optional attributes:
-
-- ``LOADER_LOSS_WEIGHTING``: ``"batch"`` (default, the book's mean of per-batch means) or
-  ``"token"`` (the mean over every counted target): what ``calc_loss_loader`` returns;
-- ``LOADER_LOSS_WEIGHTINGS``: the values ``calc_loss_loader`` accepts as a ``weighting=``
-  keyword (default none; gptref: ``("batch", "token")``), each checked too;
-- ``LR_SCHEDULE``: ``"appendix_d"`` (default: the book's formula as printed, which never
-  reaches ``min_lr``; needs ``warmup_steps >= 1``) or ``"exact"`` (gptref's ``lr_at``: exactly
-  ``min_lr`` at ``total_steps - 1`` and after, ``warmup_steps = 0`` allowed);
-- ``make_model(config: dict) -> nn.Module``: builds the model the loss, train_step and generate
-  tests use, from the book's config dict, after ``torch.manual_seed``; without it they use
-  gptref's ``GPTModel`` (the functions, not the model, are under test);
-- ``__version__``: shown in the header.
+**Declarable conventions** (module attributes; ``conventions.py`` has the full list and the
+defaults, which are the book's): ``LOADER_LOSS_WEIGHTING`` / ``LOADER_LOSS_WEIGHTINGS``,
+``LR_SCHEDULE`` (``"appendix_d"`` / ``"exact"``), ``WARMUP`` (``"book"`` / ``"nanogpt"``),
+``IGNORE_INDEX`` (-100), ``SHARDING`` (``"drop-remainder"`` / ``"pad"``), ``CLIP_START``
+(``">="`` / ``">"``), ``ACCUMULATION_WEIGHTING`` (``"token"`` / ``"batch"``), ``LR_ULPS``
+(the one schedule tolerance, in ulps of peak_lr, default 4), ``UNSUPPORTED`` (a set of
+``conventions.FEATURES``: ``greedy``, ``top_k``, ``eos_id``, ``grad_clip``), and
+``make_model(config)`` (or ``GPTModel``) for the model the loss, step and generate tests use
+(default: gptref's ``GPTModel``; the functions, not the model, are under test).
 
 Every expected value comes from ``gptref.conformance.oracles`` (plain restatements of the
-book's definitions), never from gptref's own functions. A failure shows the call that
-reproduces it, with the expected and the actual result.
+book's definitions, the training loops included), never from gptref's own functions. A
+failure shows the call (for sharding: every rank's call) that reproduces it, with the
+expected and the actual result.
 """
 
 from __future__ import annotations
@@ -62,15 +72,28 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from gptref.conformance.conventions import CHOICES, FEATURES
 from gptref.conformance.impl import (
+    BOOK,
     CONTRACT,
     IMPL_ENV,
-    SEMANTICS,
+    KNOWN,
     Implementation,
     load_implementation,
 )
+from gptref.conformance.levels import LEVELS
 
-__all__ = ["CONTRACT", "SEMANTICS", "Implementation", "load_implementation", "run_suite"]
+__all__ = [
+    "BOOK",
+    "CHOICES",
+    "CONTRACT",
+    "FEATURES",
+    "KNOWN",
+    "LEVELS",
+    "Implementation",
+    "load_implementation",
+    "run_suite",
+]
 
 
 def run_suite(impl: str, pytest_args: Sequence[str] = ()) -> int:

@@ -1,8 +1,17 @@
-"""The implementation under test: an adapter module, its functions and declared semantics."""
+"""The implementation under test: its modules, their functions and declared conventions.
+
+A spec names one module (``package.module``), a ``.py`` file (its folder goes first on
+``sys.path``, so it can import its neighbours), or several joined by ``+``
+(``pkg.ch02+pkg.ch05``): a name is looked up in each module in turn, so a package that
+spreads the book's functions over several modules needs no adapter. ``KNOWN`` maps short
+names to specs: ``gptref`` (gptref's public API and the book's names over it) and
+``llms_from_scratch`` (the book's own package, with no adapter at all).
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping
@@ -10,11 +19,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-IMPL_ENV = "GPTREF_IMPL"  # the module (or .py file) under test
-ALLOW_MISSING_ENV = "GPTREF_ALLOW_MISSING"  # "1": skip the tests of missing functions
+from gptref.conformance.conventions import declared, describe
+
+IMPL_ENV = "GPTREF_IMPL"  # the module (or .py file, or modules joined by +) under test
 DEFAULT_IMPL = "gptref"
 
-# the functions of the contract, in the order the suite tests them
+KNOWN: dict[str, str] = {
+    # gptref's own functions first (and its declared conventions), then the book's names
+    "gptref": "gptref+gptref.conformance.adapters.gptref_book",
+    # the book's package (PyPI llms-from-scratch): chapter 2's loader, chapter 4's model,
+    # chapter 5's losses, generate and loop, appendix D's train_model; no adapter
+    "llms_from_scratch": "llms_from_scratch.ch02+llms_from_scratch.ch04+llms_from_scratch.ch05"
+    "+llms_from_scratch.appendix_d",
+}
+
+# gptref's function protocol, in the order the suite tests them
 CONTRACT = (
     "split",
     "num_chunks",
@@ -27,128 +46,151 @@ CONTRACT = (
     "lr_at",
     "generate",
 )
-
-# declared semantics: attribute -> (allowed values, the book's, which is the default)
-SEMANTICS: dict[str, tuple[tuple[str, ...], str]] = {
-    # what calc_loss_loader(loader, model, device, num_batches) returns: "batch", the mean of
-    # the per-batch mean losses (the book's), or "token", the mean over all counted targets
-    "LOADER_LOSS_WEIGHTING": (("batch", "token"), "batch"),
-    # lr_at's cosine: "appendix_d", the book's formula as printed (progress divided by
-    # total_steps - warmup_steps, so it never reaches min_lr; warmup_steps >= 1), or "exact",
-    # which ends at exactly min_lr on step total_steps - 1 and stays there
-    "LR_SCHEDULE": (("appendix_d", "exact"), "appendix_d"),
-}
-
-
-class MissingFunction(AttributeError):
-    """The implementation does not provide a function the suite needs."""
+# the book's own names (chapters 2, 5, appendix D), accepted with the book's signatures
+BOOK = (
+    "GPTDatasetV1",
+    "create_dataloader_v1",
+    "text_to_token_ids",
+    "token_ids_to_text",
+    "calc_loss_batch",
+    "calc_loss_loader",
+    "generate",
+    "train_model_simple",
+    "train_model",
+)
 
 
 class Implementation:
-    """An adapter module seen through the contract: ``impl.chunk(...)`` calls its ``chunk``."""
+    """The modules of a spec seen as one: ``impl.chunk(...)`` calls the first module's
+    ``chunk``; ``impl.conventions`` holds what they declare (see ``conventions``)."""
 
-    def __init__(self, spec: str, module: ModuleType) -> None:
+    def __init__(self, spec: str, modules: list[ModuleType]) -> None:
         self.spec = spec
-        self.module = module
-        self.semantics = {
-            key: getattr(module, key, default) for key, (_, default) in SEMANTICS.items()
-        }
-        for key, (allowed, _) in SEMANTICS.items():
-            if self.semantics[key] not in allowed:
-                raise ValueError(
-                    f"{spec}.{key} must be one of {', '.join(map(repr, allowed))}, "
-                    f"got {self.semantics[key]!r}"
-                )
-        weightings = tuple(getattr(module, "LOADER_LOSS_WEIGHTINGS", ()))
-        unknown = [w for w in weightings if w not in SEMANTICS["LOADER_LOSS_WEIGHTING"][0]]
-        if unknown:
-            raise ValueError(
-                f"{spec}.LOADER_LOSS_WEIGHTINGS may hold only 'batch' and 'token', got {unknown}"
-            )
-        self.loader_loss_weightings = weightings
-        self.make_model: Callable[[dict[str, Any]], Any] | None = getattr(
-            module, "make_model", None
-        )
+        self.modules = modules
+        self.conventions = declared(modules, spec)
+        self.make_model: Callable[[dict[str, Any]], Any] | None = self._find("make_model")
+        if self.make_model is None:
+            # the book's GPTModel(cfg) takes the config dict: it serves as make_model
+            self.make_model = self._find("GPTModel")
+
+    def _find(self, name: str) -> Any:
+        for module in self.modules:
+            fn = getattr(module, name, None)
+            if callable(fn):
+                return fn
+        return None
 
     @property
     def name(self) -> str:
-        return self.spec if self.spec.endswith(".py") else self.module.__name__
+        if len(self.modules) == 1 and not self.spec.endswith(".py"):
+            return self.modules[0].__name__
+        return self.spec
 
     @property
     def file(self) -> str:
-        return getattr(self.module, "__file__", None) or "(no file)"
+        files = [getattr(m, "__file__", None) or "(no file)" for m in self.modules]
+        return ", ".join(files)
 
     @property
     def version(self) -> str:
-        version = getattr(self.module, "__version__", None)
-        return str(version) if version is not None else "(no __version__)"
+        version = getattr(self.modules[0], "__version__", None)
+        if version is None:  # a package's modules: the distribution's version
+            top = self.modules[0].__name__.split(".")[0]
+            try:
+                version = importlib.metadata.version(top.replace("_", "-"))
+            except importlib.metadata.PackageNotFoundError:
+                return "(no __version__)"
+        return str(version)
 
+    # the conventions, by name
     @property
     def loader_loss_weighting(self) -> str:
-        return self.semantics["LOADER_LOSS_WEIGHTING"]
+        return self.conventions["LOADER_LOSS_WEIGHTING"]
+
+    @property
+    def loader_loss_weightings(self) -> tuple[str, ...]:
+        return self.conventions["LOADER_LOSS_WEIGHTINGS"]
 
     @property
     def lr_schedule(self) -> str:
-        return self.semantics["LR_SCHEDULE"]
+        return self.conventions["LR_SCHEDULE"]
+
+    @property
+    def ignore_index(self) -> int:
+        return self.conventions["IGNORE_INDEX"]
+
+    def supports(self, feature: str) -> bool:
+        return feature not in self.conventions["UNSUPPORTED"]
 
     def has(self, name: str) -> bool:
-        return callable(getattr(self.module, name, None))
+        return self._find(name) is not None
 
-    def missing(self) -> list[str]:
-        return [name for name in CONTRACT if not self.has(name)]
+    def missing(self, names=CONTRACT + BOOK) -> list[str]:
+        return [name for name in dict.fromkeys(names) if not self.has(name)]
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        fn = getattr(self.module, name, None)
-        if not callable(fn):
+        fn = self._find(name)
+        if fn is None:
             raise MissingFunction(f"{self.name} has no function {name!r}")
         return fn
 
     def describe(self) -> str:
         """One line for the report header."""
-        semantics = ", ".join(f"{k}={v!r}" for k, v in self.semantics.items())
         missing = ", ".join(self.missing()) or "none"
         return (
             f"gptref conformance: implementation {self.name} {self.version} ({self.file}); "
-            f"{semantics}; missing: {missing}"
+            f"{describe(self.conventions)}; not provided: {missing}"
         )
 
     def __repr__(self) -> str:
         return f"<implementation {self.name}>"
 
 
+class MissingFunction(AttributeError):
+    """The implementation does not provide a function the suite needs."""
+
+
 def load_implementation(
     spec: str | None = None, env: Mapping[str, str] | None = None
 ) -> Implementation:
-    """A module name (``package.module``) or a path to a ``.py`` file -> Implementation;
-    ``None`` reads ``$GPTREF_IMPL`` (default ``gptref``)."""
+    """A spec (module, ``.py`` path, modules joined by ``+``, or a KNOWN name) ->
+    Implementation; ``None`` reads ``$GPTREF_IMPL`` (default ``gptref``)."""
     if spec is None:
         spec = (env if env is not None else _environ()).get(IMPL_ENV) or DEFAULT_IMPL
+    parts = KNOWN.get(spec, spec).split("+")
+    return Implementation(spec, [_load_module(part.strip()) for part in parts])
+
+
+def _load_module(spec: str) -> ModuleType:
     if spec.endswith(".py"):
         path = Path(spec).resolve()
         if not path.is_file():
             raise ValueError(f"{IMPL_ENV}={spec}: no such file")
+        if str(path.parent) not in sys.path:  # so the adapter can import its neighbours
+            sys.path.insert(0, str(path.parent))
         name = f"gptref_conformance_impl_{path.stem}"
         loader_spec = importlib.util.spec_from_file_location(name, path)
         assert loader_spec is not None and loader_spec.loader is not None
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[name] = module
         loader_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(spec)
-        except ImportError as e:
-            raise ValueError(
-                f"{IMPL_ENV}={spec}: cannot import it ({type(e).__name__}: {e}); give a module "
-                "importable from here (e.g. run from the directory that holds it) or a .py path"
-            ) from e
-    return Implementation(spec, module)
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ImportError as e:
+        raise ValueError(
+            f"{IMPL_ENV}={spec}: cannot import it ({type(e).__name__}: {e}); give a module "
+            "importable from here (e.g. run from the directory that holds it), a .py path, "
+            f"modules joined by '+', or one of {', '.join(KNOWN)}"
+        ) from e
 
 
-def allow_missing_from_env(env: Mapping[str, str] | None = None) -> bool:
-    value = (env if env is not None else _environ()).get(ALLOW_MISSING_ENV, "")
-    return value.strip().lower() in ("1", "true", "yes", "on")
+def require_from_env(env: Mapping[str, str] | None = None) -> list[str]:
+    """``$GPTREF_REQUIRE``: levels (comma-separated, or "all") whose "not provided" fails."""
+    value = (env if env is not None else _environ()).get("GPTREF_REQUIRE", "")
+    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def _environ() -> Mapping[str, str]:

@@ -2,7 +2,8 @@
 
 The contract under test is the functions, not the model: any callable ``ids int64 (b, T) ->
 logits float32 (b, T, vocab)`` will do. ``gpt`` builds a tiny GPT: the adapter's
-``make_model(config)`` when it has one, else gptref's ``GPTModel`` (the book's architecture).
+``make_model(config)`` (or its ``GPTModel`` class, which takes the book's config dict) when it
+has one, else gptref's ``GPTModel`` (the book's architecture).
 Every model here knows the code that rebuilds it, so failure messages can show it.
 """
 
@@ -67,6 +68,37 @@ class BagOfTokens(nn.Module):
         return logits
 
 
+class ProbeGPT(nn.Module):
+    """ids int64 (b, T <= context_length) -> logits float32 (b, T, vocab): token plus position
+    embeddings, dropout, a linear head; ``scale`` multiplies the head's initial weights (large
+    gradients, so that clipping shows). It has the book model's ``pos_emb`` (the book's
+    per-epoch sample reads the context length off it) and records, per forward call,
+    ``(model.training, torch.is_grad_enabled(), ids.shape)`` in ``calls``."""
+
+    def __init__(
+        self, vocab_size: int = 13, context_length: int = 6, emb_dim: int = 8,
+        drop_rate: float = 0.5, seed: int = 0, scale: float = 1.0,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab_size, emb_dim)
+        self.pos_emb = nn.Embedding(context_length, emb_dim)
+        self.drop = nn.Dropout(drop_rate)
+        self.out_head = nn.Linear(emb_dim, vocab_size, bias=False)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+            self.out_head.weight.mul_(scale)
+        self.calls: list[tuple[bool, bool, tuple[int, ...]]] = []
+        args = f"vocab_size={vocab_size}, context_length={context_length}, emb_dim={emb_dim}, drop_rate={drop_rate}, seed={seed}, scale={scale}"  # fmt: skip
+        tagged(self, f"models.ProbeGPT({args})")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        self.calls.append((self.training, torch.is_grad_enabled(), tuple(ids.shape)))
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        return self.out_head(self.drop(self.tok_emb(ids) + self.pos_emb(positions)))
+
+
 def gpt(
     config: Mapping[str, Any],
     seed: int = 123,
@@ -78,7 +110,8 @@ def gpt(
     if make_model is not None:
         book_keys = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "drop_rate", "qkv_bias")  # fmt: skip
         model = make_model({k: config[k] for k in book_keys})
-        code = f"models.gpt({dict(config)!r}, seed={seed}, make_model=impl.make_model)"
+        name = getattr(make_model, "__name__", "make_model")  # make_model, or the GPTModel class
+        code = f"models.gpt({dict(config)!r}, seed={seed}, make_model=impl.{name})"
     else:
         from gptref.model import GPTModel
 

@@ -68,30 +68,63 @@ def oracle_unshuffled_batches(n_samples: int, batch_size: int, drop_last: bool) 
     return out
 
 
+def oracle_batches_of(samples: list[int], batch_size: int, drop_last: bool) -> list[list[int]]:
+    """samples cut into consecutive batches of batch_size; the short last one dropped or kept."""
+    out = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
+    return [b for b in out if len(b) == batch_size] if drop_last else out
+
+
+def oracle_shards(order: list[int], world_size: int, sharding: str) -> list[list[int]]:
+    """Each rank's samples, in order, from the single-process order. "drop-remainder": the
+    last len(order) % world_size are dropped; "pad" (DistributedSampler): the order's head is
+    appended, repeatedly if need be, up to a multiple of world_size. Then rank r takes every
+    world_size-th sample from position r."""
+    n = len(order)
+    if sharding == "drop-remainder":
+        used = order[: n - n % world_size]
+    else:
+        total = -(-n // world_size) * world_size  # ceil(n / world_size) samples per rank
+        used = list(order)
+        while len(used) < total:
+            used += order[: total - len(used)]
+    return [used[r::world_size] for r in range(world_size)]
+
+
 # ---------------------------------------------------------------- schedule
 
 
-def oracle_lr(step, peak_lr, total_steps, warmup_steps, initial_lr, min_lr):
-    """Warmup + cosine from its definition: a straight line, then half a cosine whose last
+def oracle_warmup(step, peak_lr, warmup_steps, initial_lr, warmup: str = "book"):
+    """The lr of warmup step ``step < warmup_steps``: "book", a line from initial_lr that would
+    reach peak_lr at warmup_steps; "nanogpt", peak_lr * (step + 1) / (warmup_steps + 1)."""
+    if warmup == "nanogpt":
+        return peak_lr * (step + 1) / (warmup_steps + 1)
+    return initial_lr + (peak_lr - initial_lr) * step / warmup_steps
+
+
+def oracle_lr(step, peak_lr, total_steps, warmup_steps, initial_lr, min_lr, warmup="book"):
+    """Warmup + cosine from its definition: the declared warmup, then half a cosine whose last
     point, total_steps - 1, is min_lr; min_lr after that."""
     last = total_steps - 1
     if step < warmup_steps:
-        return initial_lr + (peak_lr - initial_lr) * step / warmup_steps
+        return oracle_warmup(step, peak_lr, warmup_steps, initial_lr, warmup)
     if step >= last:
         return min_lr
     fraction = (step - warmup_steps) / (last - warmup_steps)
     return min_lr + (peak_lr - min_lr) * (1 + math.cos(math.pi * fraction)) / 2
 
 
-def oracle_appendix_d_lrs(peak_lr, total_steps, warmup_steps, initial_lr, min_lr):
+def oracle_appendix_d_lrs(peak_lr, total_steps, warmup_steps, initial_lr, min_lr, warmup="book"):
     """Every lr the book's appendix-D train_model sets, in its loop's own order (global_step
-    starts at -1 and is incremented before each update)."""
+    starts at -1 and is incremented before each update); with warmup="nanogpt", nanoGPT's
+    warmup in place of the book's line."""
     lrs = []
     global_step = -1
     lr_increment = (peak_lr - initial_lr) / warmup_steps
     for _ in range(total_steps):
         global_step += 1
-        if global_step < warmup_steps:
+        if global_step < warmup_steps and warmup == "nanogpt":
+            lr = oracle_warmup(global_step, peak_lr, warmup_steps, initial_lr, warmup)
+        elif global_step < warmup_steps:
             lr = initial_lr + global_step * lr_increment
         else:
             progress = (global_step - warmup_steps) / (total_steps - warmup_steps)
@@ -200,22 +233,43 @@ def oracle_book_loss_loader(batch_losses: list[float], num_batches: int | None =
 
 
 def oracle_sgd_step(
-    model, input_batch, target_batch, lr: float, grad_clip=None, ignore_index: int = -100
+    model,
+    input_batch,
+    target_batch,
+    lr: float,
+    grad_clip=None,
+    ignore_index: int = -100,
+    accumulation_steps: int = 1,
+    weighting: str = "token",
 ):
-    """One plain-SGD update from the batch's mean cross-entropy over the targets that are not
-    ignore_index, restated in float64 on a copy of ``model`` (which is left alone):
+    """One plain-SGD update, restated in float64 on a copy of ``model`` (which is left alone):
     -> (loss, grad_norm, new parameters as a list of float64 tensors).
 
-    grad_norm is the L2 norm of all gradients together, before clipping; with grad_clip the
-    gradients are scaled by min(1, grad_clip / grad_norm) (torch's clip_grad_norm_ adds 1e-6 to
-    the norm: a difference far below the tolerances used); the update is p - lr * g."""
+    The loss is the batch's mean cross-entropy over the targets that are not ignore_index
+    ("token": what any accumulation_steps must give), or with weighting="batch" (nanoGPT's
+    accumulation) the mean of the k = accumulation_steps micro-batches' means, the
+    micro-batches being torch.tensor_split(batch, k) along rows. grad_norm is the L2 norm of
+    all gradients together, before clipping; with grad_clip the gradients are scaled by
+    min(1, grad_clip / grad_norm) (torch's clip_grad_norm_ adds 1e-6 to the norm: a difference
+    far below the tolerances used); the update is p - lr * g."""
     import copy
 
     import torch.nn.functional as F
 
+    def mean_ce(x, y):
+        logits = twin(x)  # (b, T, vocab), float64
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=ignore_index)
+
     twin = copy.deepcopy(model).double()
-    logits = twin(input_batch)  # (b, T, vocab), float64
-    loss = F.cross_entropy(logits.flatten(0, 1), target_batch.flatten(), ignore_index=ignore_index)
+    if weighting == "batch" and accumulation_steps > 1:
+        parts = zip(
+            torch.tensor_split(input_batch, accumulation_steps),
+            torch.tensor_split(target_batch, accumulation_steps),
+            strict=True,
+        )
+        loss = sum(mean_ce(x, y) for x, y in parts) / accumulation_steps
+    else:
+        loss = mean_ce(input_batch, target_batch)
     params = list(twin.parameters())
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
@@ -223,3 +277,127 @@ def oracle_sgd_step(
     scale = 1.0 if grad_clip is None else min(1.0, grad_clip / grad_norm) if grad_norm else 1.0
     new = [(p - lr * scale * g).detach() for p, g in zip(params, grads, strict=True)]
     return float(loss.detach()), grad_norm, new
+
+
+# ---------------------------------------------------------------- the training loops
+
+
+def _book_loss(model, input_batch, target_batch, device):
+    """The book's calc_loss_batch."""
+    import torch.nn.functional as F
+
+    logits = model(input_batch.to(device))
+    return F.cross_entropy(logits.flatten(0, 1), target_batch.to(device).flatten())
+
+
+def _book_loss_loader(data_loader, model, device, num_batches):
+    """The book's calc_loss_loader: the mean of the first num_batches per-batch means."""
+    if len(data_loader) == 0:
+        return float("nan")
+    n = len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
+    total = 0.0
+    for i, (x, y) in enumerate(data_loader):
+        if i >= n:
+            break
+        total += _book_loss(model, x, y, device).item()
+    return total / n
+
+
+def _book_evaluate(model, train_loader, val_loader, device, eval_iter):
+    """The book's evaluate_model: eval mode and no_grad for both losses, then train mode."""
+    model.eval()
+    with torch.no_grad():
+        train_loss = _book_loss_loader(train_loader, model, device, eval_iter)
+        val_loss = _book_loss_loader(val_loader, model, device, eval_iter)
+    model.train()
+    return train_loss, val_loss
+
+
+def _book_sample(model, tokenizer, device, start_context):
+    """The book's generate_and_print_sample, without the print: 50 greedy tokens
+    (generate_text_simple) from start_context in eval mode, then train mode."""
+    model.eval()
+    context_size = model.pos_emb.weight.shape[0]
+    ids = tokenizer.encode(start_context, allowed_special={"<|endoftext|>"})
+    idx = torch.tensor(ids).unsqueeze(0).to(device)
+    with torch.no_grad():
+        for _ in range(50):
+            logits = model(idx[:, -context_size:])[:, -1, :]
+            next_id = torch.argmax(torch.softmax(logits, dim=-1), dim=-1, keepdim=True)
+            idx = torch.cat((idx, next_id), dim=1)
+    model.train()
+    return tokenizer.decode(idx.squeeze(0).tolist())
+
+
+def oracle_train_model_simple(
+    model, train_loader, val_loader, optimizer, device, num_epochs, eval_freq, eval_iter,
+    start_context, tokenizer,
+):  # fmt: skip
+    """Chapter 5's train_model_simple -> (train_losses, val_losses, track_tokens_seen): per
+    batch zero_grad, loss, backward, step, tokens_seen += inputs.numel(), global_step += 1
+    (from -1), and an evaluation when global_step % eval_freq == 0; a sample after each epoch."""
+    train_losses, val_losses, track_tokens_seen = [], [], []
+    tokens_seen, global_step = 0, -1
+    for _ in range(num_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            loss = _book_loss(model, input_batch, target_batch, device)
+            loss.backward()
+            optimizer.step()
+            tokens_seen += input_batch.numel()
+            global_step += 1
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = _book_evaluate(
+                    model, train_loader, val_loader, device, eval_iter
+                )
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+        _book_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen
+
+
+def oracle_train_model(
+    model, train_loader, val_loader, optimizer, device, n_epochs, eval_freq, eval_iter,
+    start_context, tokenizer, warmup_steps, initial_lr=3e-05, min_lr=1e-6, clip_start=">=",
+):  # fmt: skip
+    """Appendix D's train_model -> (train_losses, val_losses, track_tokens_seen, track_lrs):
+    train_model_simple plus, before each forward pass, the warmup-then-cosine lr on every param
+    group (peak_lr: the optimizer's lr at the start), and clip_grad_norm_(max_norm=1.0) after
+    the backward pass once global_step >= warmup_steps (clip_start ">=", the book's
+    repository) or > warmup_steps (">", the print edition)."""
+    train_losses, val_losses, track_tokens_seen, track_lrs = [], [], [], []
+    tokens_seen, global_step = 0, -1
+    peak_lr = optimizer.param_groups[0]["lr"]
+    total_steps = len(train_loader) * n_epochs
+    lr_increment = (peak_lr - initial_lr) / warmup_steps
+    for _ in range(n_epochs):
+        model.train()
+        for input_batch, target_batch in train_loader:
+            optimizer.zero_grad()
+            global_step += 1
+            if global_step < warmup_steps:
+                lr = initial_lr + global_step * lr_increment
+            else:
+                progress = (global_step - warmup_steps) / (total_steps - warmup_steps)
+                lr = min_lr + (peak_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            track_lrs.append(lr)
+            loss = _book_loss(model, input_batch, target_batch, device)
+            loss.backward()
+            clip = global_step >= warmup_steps if clip_start == ">=" else global_step > warmup_steps
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+            optimizer.step()
+            tokens_seen += input_batch.numel()
+            if global_step % eval_freq == 0:
+                train_loss, val_loss = _book_evaluate(
+                    model, train_loader, val_loader, device, eval_iter
+                )
+                train_losses.append(train_loss)
+                val_losses.append(val_loss)
+                track_tokens_seen.append(tokens_seen)
+        _book_sample(model, tokenizer, device, start_context)
+    return train_losses, val_losses, track_tokens_seen, track_lrs

@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 import torch
 
 MAX_SHOWN = 1500  # characters of one shown value; hypothesis shrinks failures far below this
@@ -86,15 +87,7 @@ class Call:
         return f"impl.{self.fn}({', '.join(parts)})"
 
     def listing(self) -> str:
-        spec = self.impl.spec
-        if spec.endswith(".py"):
-            load = f"from gptref.conformance import load_implementation; impl = load_implementation({spec!r})"
-        else:
-            load = f"import {spec} as impl"
-        body = [*self.setup, self.code()]
-        uses_models = any("models." in line for line in body)
-        lines = [f"import torch; {'from gptref.conformance import models; ' * uses_models}{load}"]
-        return "\n             ".join(lines + body)
+        return listing(self.impl, [*self.setup, self.code()])
 
     def __call__(self) -> Any:
         fn = getattr(self.impl, self.fn)
@@ -102,6 +95,9 @@ class Call:
         kwargs = {k: v.value if isinstance(v, Code) else v for k, v in self.kwargs.items()}
         try:
             return fn(*args, **kwargs)
+        except NotImplementedError as e:
+            # the implementation says it lacks this: the test is "not provided", not failed
+            pytest.skip(f"not provided: {self.impl.name}.{self.fn} raised NotImplementedError({e})")
         except Exception as e:
             add_note(e, f"gptref conformance: raised by\n  reproduce: {self.listing()}")
             raise
@@ -135,6 +131,49 @@ class Call:
             got, expected, rel_tol=rtol, abs_tol=atol
         )
         self.check(ok, f"{what} (rtol={rtol}, atol={atol})", expected, got)
+
+
+def listing(impl: Any, body: Sequence[str]) -> str:
+    """The import line that loads ``impl``, then ``body``: code to paste into a shell."""
+    spec = impl.spec
+    if spec.endswith(".py") or "+" in spec or len(impl.modules) > 1:
+        load = f"from gptref.conformance import load_implementation; impl = load_implementation({spec!r})"
+    else:
+        load = f"import {spec} as impl"
+    needs = [m for m in ("models", "tokenizer") if any(f"{m}." in line for line in body)]
+    extra = "".join(f"from gptref.conformance import {m}; " for m in needs)
+    return "\n             ".join([f"import torch; {extra}{load}", *body])
+
+
+class Calls:
+    """Several calls whose results are judged together (the ranks of one sharded epoch): a
+    failure shows every call, since the expectation depends on all of them."""
+
+    def __init__(self, calls: Sequence[Call]) -> None:
+        self.calls = list(calls)
+
+    def listing(self) -> str:
+        impl = self.calls[0].impl
+        body = [line for c in self.calls for line in c.setup] + [c.code() for c in self.calls]
+        return listing(impl, body)
+
+    def fail(self, what: str, expected: Any, got: Any) -> None:
+        __tracebackhide__ = True
+        raise AssertionError(
+            f"{self.calls[0].fn}: {what}\n"
+            f"  reproduce: {self.listing()}\n"
+            f"  expected:  {show(expected)}\n"
+            f"  got:       {show(got)}"
+        )
+
+    def check(self, ok: bool, what: str, expected: Any, got: Any) -> None:
+        __tracebackhide__ = True
+        if not ok:
+            self.fail(what, expected, got)
+
+    def equal(self, got: Any, expected: Any, what: str) -> None:
+        __tracebackhide__ = True
+        self.check(_plain(got) == _plain(expected), what, expected, got)
 
 
 def _plain(value: Any) -> Any:

@@ -1,14 +1,16 @@
 """Test-session settings shared by the conformance suite and ``tests/conftest.py``.
 
 Hypothesis profiles: ``dev`` (default, quick), ``ci`` (chosen when ``CI`` is set:
-derandomized, no deadline), ``thorough`` (many examples; ``HYPOTHESIS_PROFILE=thorough``).
+derandomized, no deadline), ``thorough`` (many examples; ``HYPOTHESIS_PROFILE=thorough``),
+``detect`` (``ci`` without the shrink phase: a failure is reported with the first example that
+falsified it, not the smallest; the mutant benchmark's measure of the time to a failure).
 """
 
 from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 
 def configure() -> None:
@@ -30,5 +32,10 @@ def configure() -> None:
         suppress_health_check=[HealthCheck.too_slow],
     )
     settings.register_profile("thorough", max_examples=1000, deadline=None)
+    settings.register_profile(
+        "detect",
+        settings.get_profile("ci"),
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    )
     default = "ci" if os.environ.get("CI") else "dev"
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", default))

@@ -29,10 +29,33 @@ def window_params(draw, max_tokens: int = 300) -> tuple[int, int, int]:
     return n_tokens, max_length, stride
 
 
+@st.composite
+def windowed_ids(draw, max_size: int = 200) -> tuple[list[int], int, int]:
+    """(ids, max_length, stride) with at least one window: len(ids) >= max_length + 1 (the
+    texts too short for one are test_edge_cases.py's)."""
+    L = draw(st.integers(1, 40))
+    ids = draw(token_lists(min_size=L + 1, max_size=max(max_size, L + 1)))
+    return ids, L, draw(st.integers(1, 50))
+
+
+# pieces of English, the book's end-of-text token, digits and non-ASCII: texts for the
+# book's tokenizer (tiktoken "gpt2") through the book's GPTDatasetV1 / create_dataloader_v1
+TEXT_PIECES = (" the", " cat", " sat", ".", ",", "\n", " Jack", " Gisburn", "<|endoftext|>",
+               " 2024", "é", " naïve", "  ", " I", "HAD")  # fmt: skip
+
+
+@st.composite
+def book_texts(draw, min_pieces: int = 0, max_pieces: int = 60) -> str:
+    """Texts joined from TEXT_PIECES (so they tokenize to roughly one token per piece)."""
+    return "".join(
+        draw(st.lists(st.sampled_from(TEXT_PIECES), min_size=min_pieces, max_size=max_pieces))
+    )
+
+
 train_ratios = st.floats(min_value=0.01, max_value=0.99, allow_nan=False)
 batch_sizes = st.integers(1, 12)
 seeds = st.integers(0, 2**32 - 1)
-epochs = st.integers(0, 1000)
+epochs = st.integers(0, 50)  # an adapter that replays a global-RNG loader pays per epoch
 
 
 # ---------------------------------------------------------------- schedule and generation
@@ -148,8 +171,9 @@ def batch_lists(
     max_batches: int = 4,
     ignore: bool = True,
     same_shape: bool = False,
+    ignore_index: int = -100,
 ):
-    """A loader's contents: [(inputs, targets): int64 (b_i, T_i)], with ignore_index (-100)
+    """A loader's contents: [(inputs, targets): int64 (b_i, T_i)], with ignore_index
     targets when ``ignore`` (never at [0, 0]); all batches one shape when ``same_shape``."""
     n = draw(st.integers(min_batches, max_batches))
     shape = (draw(st.integers(1, 3)), draw(st.integers(1, max_len)))
@@ -158,7 +182,7 @@ def batch_lists(
         b, T = shape if same_shape else (draw(st.integers(1, 3)), draw(st.integers(1, max_len)))
         inputs = draw(token_batches(vocab_size, batch=b, length=T))
         if ignore:
-            targets = draw(target_batches(vocab_size, b, T))
+            targets = draw(target_batches(vocab_size, b, T, ignore_index=ignore_index))
         else:
             targets = draw(token_batches(vocab_size, batch=b, length=T))
         out.append((inputs, targets))

@@ -1,4 +1,7 @@
-"""The data path's contract: split, num_chunks, chunk, batch_order and collate."""
+"""The data path's contract through gptref's function protocol: split, num_chunks, chunk,
+batch_order and collate. Book level: the window loop, unshuffled batches, default-collate
+stacking; extensions: seeded shuffling, distributed sharding, padding. Edge cases (no tokens,
+no samples) are test_edge_cases.py's."""
 
 from __future__ import annotations
 
@@ -9,13 +12,15 @@ from hypothesis import strategies as st
 from torch.utils.data import default_collate
 
 from gptref.conformance.oracles import (
+    oracle_batches_of,
     oracle_pad,
+    oracle_shards,
     oracle_split,
     oracle_unshuffled_batches,
     oracle_window_count,
     oracle_windows,
 )
-from gptref.conformance.repro import Call
+from gptref.conformance.repro import Call, Calls, Code
 from gptref.conformance.strategies import (
     batch_sizes,
     epochs,
@@ -23,9 +28,11 @@ from gptref.conformance.strategies import (
     token_lists,
     train_ratios,
     window_params,
+    windowed_ids,
 )
 
 uses = pytest.mark.uses
+book = pytest.mark.level("book")
 
 # ---------------------------------------------------------------- split
 
@@ -40,6 +47,7 @@ def _as_list(x):
     return x.tolist() if isinstance(x, torch.Tensor) else list(x)
 
 
+@book
 @uses("split")
 @given(data=splittables, ratio=train_ratios)
 def test_split_parts_are_the_data_cut_at_int_of_ratio_times_length(impl, data, ratio):
@@ -59,6 +67,7 @@ def test_split_parts_are_the_data_cut_at_int_of_ratio_times_length(impl, data, r
 # ---------------------------------------------------------------- num_chunks / chunk
 
 
+@book
 @uses("num_chunks")
 @given(params=window_params())
 @example(params=(10, 9, 1)).via("one window: its last target is the last token")
@@ -69,13 +78,14 @@ def test_num_chunks_is_the_books_window_count(impl, params):
     call.equal(call(), oracle_window_count(*params), "window count")
 
 
+@book
 @uses("chunk")
-@given(ids=token_lists(max_size=200), L=st.integers(1, 40), s=st.integers(1, 50))
-@example(ids=list(range(10)), L=9, s=1).via("one window: the last target is the last token")
-@example(ids=list(range(10)), L=10, s=1).via("too short: no room for the last target")
-def test_chunk_rows_equal_the_books_loop(impl, ids, L, s):
+@given(case=windowed_ids())
+@example(case=(list(range(10)), 9, 1)).via("one window: the last target is the last token")
+def test_chunk_rows_equal_the_books_loop(impl, case):
     """inputs, targets: int64 (n, L), n = the book's window count; window i is
     ids[i*s : i*s+L] and its targets ids[i*s+1 : i*s+L+1] (the book's GPTDatasetV1 loop)."""
+    ids, L, s = case
     call = Call(impl, "chunk", torch.tensor(ids, dtype=torch.int64), L, s)
     inputs, targets = call()
     want_in, want_out = oracle_windows(ids, L, s)
@@ -88,10 +98,26 @@ def test_chunk_rows_equal_the_books_loop(impl, ids, L, s):
     call.equal([inputs, targets], [want_in, want_out], "windows differ from the book's loop")
 
 
+@book
 @uses("chunk")
-@given(ids=token_lists(min_size=2, max_size=200), L=st.integers(1, 40), s=st.integers(1, 50))
-def test_chunk_targets_are_inputs_shifted_by_one(impl, ids, L, s):
+@given(case=windowed_ids(), head=st.integers(1, 5))
+def test_chunk_of_a_view_windows_the_view(impl, case, head):
+    """chunk(ids[head:]) of a longer tensor (a view at a non-zero storage offset) gives the
+    windows of the view's own tokens, the book's loop over them."""
+    ids, L, s = case
+    base = [0] * head + ids
+    view = torch.tensor(base, dtype=torch.int64)[head:]
+    call = Call(impl, "chunk", Code(f"torch.tensor({base})[{head}:]", view), L, s)
+    inputs, targets = call()
+    call.equal([inputs, targets], list(oracle_windows(ids, L, s)), "windows of the view")
+
+
+@book
+@uses("chunk")
+@given(case=windowed_ids())
+def test_chunk_targets_are_inputs_shifted_by_one(impl, case):
     """targets[i, :-1] == inputs[i, 1:] and targets[i, -1] is the token after the window."""
+    ids, L, s = case
     call = Call(impl, "chunk", torch.tensor(ids, dtype=torch.int64), L, s)
     inputs, targets = call()
     got = [targets[i].tolist() for i in range(inputs.shape[0])]
@@ -99,8 +125,9 @@ def test_chunk_targets_are_inputs_shifted_by_one(impl, ids, L, s):
     call.equal(got, want, "targets are not the inputs shifted by one token")
 
 
+@book
 @uses("chunk", "num_chunks")
-@given(n=st.integers(0, 20), L=st.integers(1, 20), extra=st.integers(1, 19))
+@given(n=st.integers(1, 20), L=st.integers(1, 20), extra=st.integers(1, 19))
 def test_chunk_with_stride_equal_max_length_tiles_the_prefix(impl, n, L, extra):
     """stride == max_length gives num_chunks non-overlapping windows covering ids[:k*L]."""
     ids = torch.arange(n * L + extra % L + 1)
@@ -114,29 +141,46 @@ def test_chunk_with_stride_equal_max_length_tiles_the_prefix(impl, n, L, extra):
 
 # ---------------------------------------------------------------- batch_order
 
+seeded = pytest.mark.level("seeded")
+
 
 def _flat(order) -> list[int]:
     return [int(i) for batch in order for i in batch]
 
 
+def _lists(order) -> list[list[int]]:
+    return [[int(i) for i in batch] for batch in order]
+
+
+@book
 @uses("batch_order")
-@given(n=st.integers(0, 60), b=batch_sizes, shuffle=st.booleans(), seed=seeds, epoch=epochs)
-def test_batch_order_partitions_range_without_drop_last(impl, n, b, shuffle, seed, epoch):
-    """Without drop_last: ceil(n / b) batches, all full but the last, that together hold each
-    of 0..n-1 once."""
-    call = Call(impl, "batch_order", n, b, shuffle=shuffle, drop_last=False, seed=seed, epoch=epoch)
+@given(n=st.integers(1, 60), b=batch_sizes, drop_last=st.booleans())
+def test_batch_order_without_shuffle_is_consecutive_slices(impl, n, b, drop_last):
+    """Unshuffled batches are consecutive slices of 0..n-1, the short last one dropped with
+    drop_last (a DataLoader's shuffle=False order, the book's validation loader)."""
+    call = Call(impl, "batch_order", n, b, shuffle=False, drop_last=drop_last)
+    call.equal(_lists(call()), oracle_unshuffled_batches(n, b, drop_last), "batches")
+
+
+@seeded
+@uses("batch_order")
+@given(n=st.integers(1, 60), b=batch_sizes, seed=seeds, epoch=epochs)
+def test_shuffled_batch_order_partitions_range_without_drop_last(impl, n, b, seed, epoch):
+    """Shuffled, without drop_last: ceil(n / b) batches, all full but the last, that together
+    hold each of 0..n-1 once."""
+    call = Call(impl, "batch_order", n, b, shuffle=True, drop_last=False, seed=seed, epoch=epoch)
     order = call()
-    sizes = [len(x) for x in order]
     want = [b] * (n // b) + ([n % b] if n % b else [])
-    call.equal(sizes, want, "batch sizes")
+    call.equal([len(x) for x in order], want, "batch sizes")
     call.equal(sorted(_flat(order)), list(range(n)), "the batches must hold each index once")
 
 
+@seeded
 @uses("batch_order")
-@given(n=st.integers(0, 60), b=batch_sizes, shuffle=st.booleans(), seed=seeds, epoch=epochs)
-def test_batch_order_with_drop_last_keeps_only_full_batches(impl, n, b, shuffle, seed, epoch):
-    """With drop_last: n // b full batches of distinct indices from 0..n-1."""
-    call = Call(impl, "batch_order", n, b, shuffle=shuffle, drop_last=True, seed=seed, epoch=epoch)
+@given(n=st.integers(1, 60), b=batch_sizes, seed=seeds, epoch=epochs)
+def test_shuffled_batch_order_with_drop_last_keeps_only_full_batches(impl, n, b, seed, epoch):
+    """Shuffled, with drop_last: n // b full batches of distinct indices from 0..n-1."""
+    call = Call(impl, "batch_order", n, b, shuffle=True, drop_last=True, seed=seed, epoch=epoch)
     order = call()
     call.equal([len(x) for x in order], [b] * (n // b), "batch sizes")
     flat = _flat(order)
@@ -148,27 +192,19 @@ def test_batch_order_with_drop_last_keeps_only_full_batches(impl, n, b, shuffle,
     )
 
 
+@seeded
 @uses("batch_order")
-@given(n=st.integers(0, 60), b=batch_sizes, drop_last=st.booleans())
-def test_batch_order_without_shuffle_is_consecutive_slices(impl, n, b, drop_last):
-    """Unshuffled batches are consecutive slices of 0..n-1 (a DataLoader's shuffle=False order)."""
-    call = Call(impl, "batch_order", n, b, shuffle=False, drop_last=drop_last)
-    got = [[int(i) for i in batch] for batch in call()]
-    call.equal(got, oracle_unshuffled_batches(n, b, drop_last), "batches")
-
-
-@uses("batch_order")
-@given(n=st.integers(0, 60), b=batch_sizes, seed=seeds, epoch=epochs, drop_last=st.booleans())
+@given(n=st.integers(1, 60), b=batch_sizes, seed=seeds, epoch=epochs, drop_last=st.booleans())
 def test_batch_order_is_a_pure_function_of_its_arguments(impl, n, b, seed, epoch, drop_last):
     """Equal arguments give equal batches, whatever the global RNG did in between, and the
     global RNG is neither read nor advanced."""
     call = Call(
         impl, "batch_order", n, b, shuffle=True, drop_last=drop_last, seed=seed, epoch=epoch
     )
-    first = [[int(i) for i in x] for x in call()]
+    first = _lists(call())
     torch.rand(7)  # disturb the global RNG
     state = torch.get_rng_state()
-    second = [[int(i) for i in x] for x in call()]
+    second = _lists(call())
     call.check(
         torch.equal(torch.get_rng_state(), state),
         "the global RNG changed",
@@ -178,6 +214,7 @@ def test_batch_order_is_a_pure_function_of_its_arguments(impl, n, b, seed, epoch
     call.equal(second, first, "a second call gave other batches")
 
 
+@seeded
 @uses("batch_order")
 def test_batch_order_epochs_and_seeds_give_different_orders(impl):
     """Different epochs of a seed, and different seeds at an epoch, shuffle differently."""
@@ -193,50 +230,45 @@ def test_batch_order_epochs_and_seeds_give_different_orders(impl):
     )
 
 
+@pytest.mark.level("distributed")
 @uses("batch_order")
 @given(
-    n=st.integers(0, 60),
+    n=st.integers(1, 60),
     b=batch_sizes,
-    world_size=st.integers(1, 5),
+    world_size=st.integers(2, 5),
     shuffle=st.booleans(),
     drop_last=st.booleans(),
     seed=seeds,
+    epoch=st.integers(0, 3),
 )
-def test_batch_order_shards_are_disjoint_equal_and_cover_the_single_process_order(
-    impl, n, b, world_size, shuffle, drop_last, seed
+def test_batch_order_shards_are_the_declared_split_of_the_single_process_order(
+    impl, n, b, world_size, shuffle, drop_last, seed, epoch
 ):
-    """Ranks get disjoint shards of n // world_size samples each (their full batches only, with
-    drop_last), drawn from the first n - n % world_size samples of the world_size=1 order; the
-    ranks' j-th batches together are the j-th block of world_size * b samples of that order."""
-    kw = dict(shuffle=shuffle, drop_last=drop_last, seed=seed)
-    single_call = Call(impl, "batch_order", n, 1, **kw)
-    used = _flat(single_call())[: (n // world_size) * world_size]
+    """Rank r's batches are consecutive batches of its shard of the world_size=1 order, as
+    SHARDING declares: "drop-remainder" (gptref's) drops the last n % world_size samples and
+    rank r takes every world_size-th from position r, so shards are disjoint and equal;
+    "pad" (torch's DistributedSampler) first repeats the order's head up to a multiple of
+    world_size. Either way the ranks' j-th batches together are block j of the global order."""
+    kw = dict(shuffle=shuffle, drop_last=drop_last, seed=seed, epoch=epoch)
+    single = Call(impl, "batch_order", n, 1, **kw)
+    order = _flat(single())
     calls = [
         Call(impl, "batch_order", n, b, rank=r, world_size=world_size, **kw)
         for r in range(world_size)
     ]
-    shards = [[[int(i) for i in x] for x in c()] for c in calls]
-    per_rank = n // world_size
-    kept = per_rank - per_rank % b if drop_last else per_rank
-    for c, shard in zip(calls, shards, strict=True):
-        c.equal(sum(len(x) for x in shard), kept, "samples in this rank's shard")
-        c.equal(len(shard), len(shards[0]), "ranks must agree on the number of batches")
-    union = [i for shard in shards for i in _flat(shard)]
-    calls[-1].check(
-        len(set(union)) == len(union),
-        "the shards of all ranks overlap",
-        "disjoint shards",
-        shards,
+    group = Calls([single, *calls])
+    got = [_lists(c()) for c in calls]
+    sharding = impl.conventions["SHARDING"]
+    want = [oracle_batches_of(shard, b, drop_last) for shard in oracle_shards(order, world_size, sharding)]  # fmt: skip
+    group.equal(
+        got, want, f'every rank\'s batches (SHARDING="{sharding}", single-process order {order})'
     )
-    for j in range(len(shards[0])):
-        block = used[j * b * world_size : (j + 1) * b * world_size]
-        got = sorted(i for shard in shards for i in shard[j])
-        calls[-1].equal(got, sorted(block), f"the ranks' batch {j} is not block {j} of {used}")
 
 
 # ---------------------------------------------------------------- collate
 
 
+@book
 @uses("collate")
 @given(rows=st.integers(1, 6), width=st.integers(1, 12), data=st.data())
 def test_collate_of_equal_lengths_equals_default_collate(impl, rows, width, data):
@@ -266,6 +298,7 @@ ragged_pairs = st.lists(
 )
 
 
+@pytest.mark.level("padding")
 @uses("collate")
 @given(
     pairs=ragged_pairs,

