@@ -88,6 +88,30 @@ EXPECTED = {
         "--json",
     ],
     "conformance": ["impl", "--allow-missing", "pytest_args"],
+    "track record": [
+        "--store",
+        "--label",
+        "--src",
+        "--python",
+        "--bench",
+        "--rounds",
+        "--reps",
+        "--counts",
+        "--from-json",
+    ],
+    "track compare": [
+        "--a",
+        "--b",
+        "--a-python",
+        "--b-python",
+        "--bench",
+        "--rounds",
+        "--reps",
+        "--threshold",
+        "--json",
+    ],
+    "track report": ["--store", "--out"],
+    "track check": ["--baseline", "--counts-only", "--bench", "--rounds", "--update"],
 }
 
 

@@ -4,7 +4,10 @@
 - ``measure``: one configuration measured, here or in a process of its own; machine info;
 - ``sweep``: ``run_bench``, the batch-size sweep;
 - ``compare``: ``compare_paths``, the fast paths side by side (``standard_variants``);
-- ``report``: tables, JSON and the sweep's plot.
+- ``report``: tables, JSON and the sweep's plot;
+- regression tracking (``gptref track``): ``workloads`` (the tracked suite and its worker),
+  ``abtest`` (interleaved rounds), ``stats`` (the verdict), ``counts`` (callgrind, ops,
+  peak bytes), ``history`` (the store), ``trend`` (the report).
 
 To add a benchmark: a pytest-benchmark suite in ``benchmarks/`` that calls these (see
 ``benchmarks/test_bench_fast.py``), recording its ratios in ``extra_info``.

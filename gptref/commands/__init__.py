@@ -17,8 +17,9 @@ from gptref.commands import (
     generate,
     plan,
     prepare,
+    track,
     train,
     weights,
 )
 
-COMMANDS = (prepare, train, evaluation, generate, weights, bench, plan, conformance)
+COMMANDS = (prepare, train, evaluation, generate, weights, bench, plan, conformance, track)

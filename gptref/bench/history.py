@@ -1,0 +1,204 @@
+"""The history store: every recorded run, with what it ran on, as pytest-benchmark files.
+
+A store is a folder (``benchmarks/results/track/store`` in the repository, or any path);
+each run is one JSON file in pytest-benchmark's own storage layout and schema,
+``<store>/<machine id>/<NNNN>_<label>.json`` with ``machine_info``, ``commit_info``,
+``benchmarks`` (name, stats with the raw ``data``, ``extra_info``) and ``datetime``, so
+pytest-benchmark reads it as it reads its own (``pytest-benchmark --storage
+file://<store> list`` / ``compare``), and a ``--benchmark-json`` file of the pytest suites
+can be added as it is (``record_pytest_json``). gptref adds, in fields pytest-benchmark
+ignores: ``machine_info`` torch version, CPU/GPU model, threads, load average;
+``extra_info`` per benchmark the deterministic counts (``instructions``, ``ops``,
+``peak_bytes``) and the in-run ratios; and a top-level ``gptref_track`` (label, suite
+version, mode, the round values each benchmark's significance test uses).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import re
+import statistics
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gptref._io import atomic_write_text
+
+DEFAULT_STORE = Path("benchmarks/results/track/store")
+_NAME = re.compile(r"^(\d{4})_(.*)\.json$")
+
+
+def machine_id(python_version: str | None = None) -> str:
+    """pytest-benchmark's folder name: ``Linux-CPython-3.11-64bit``."""
+    version = python_version or platform.python_version()
+    bits = platform.architecture()[0]
+    major_minor = ".".join(version.split(".")[:2])
+    return f"{platform.system()}-{platform.python_implementation()}-{major_minor}-{bits}"
+
+
+def _stats(data: Sequence[float]) -> dict[str, Any]:
+    """Seconds per call, one per round -> pytest-benchmark's stats block (``data`` kept)."""
+    xs = sorted(data)
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else xs * 3
+    iqr = q3 - q1
+    mean = statistics.fmean(xs)
+    return {
+        "min": xs[0], "max": xs[-1], "mean": mean,
+        "stddev": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+        "rounds": len(xs), "median": statistics.median(xs), "iqr": iqr, "q1": q1, "q3": q3,
+        "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0",
+        "ld15iqr": xs[0], "hd15iqr": xs[-1], "ops": 1 / mean, "total": sum(xs),
+        "iterations": 1, "data": list(data),
+    }  # fmt: skip
+
+
+def run_record(
+    label: str,
+    env: Mapping[str, Any],
+    commit: Mapping[str, Any],
+    times: Mapping[str, Sequence[float]] | None = None,
+    counts: Mapping[str, Mapping[str, Any]] | None = None,
+    ratios: Mapping[str, float | None] | None = None,
+    machine: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One run in pytest-benchmark's schema: ``times`` per-round seconds per call by
+    benchmark, ``counts`` the deterministic counts by benchmark (in the timed benchmark's
+    ``extra_info``), ``ratios`` in-run ratios. pytest-benchmark wants stats in every
+    benchmark, so ratios and the counts of untimed benchmarks live in ``gptref_track``."""
+    benchmarks = []
+    for name in sorted(times or {}):
+        extra = {k: v for k, v in (counts or {}).get(name, {}).items() if k != "calls"}
+        benchmarks.append({
+            "group": "gptref track", "name": name, "fullname": f"gptref.track::{name}",
+            "params": None, "param": None, "extra_info": extra, "options": {},
+            "stats": _stats(times[name]),
+        })  # fmt: skip
+    untimed = {n: dict(c) for n, c in (counts or {}).items() if n not in (times or {})}
+    kept = {n: v for n, v in (ratios or {}).items() if v is not None}
+    return {
+        "machine_info": {
+            "node": platform.node(),
+            "processor": platform.processor(),
+            "machine": platform.machine(),
+            "system": platform.system(),
+            "release": platform.release(),
+            "python_implementation": env.get("python_implementation", "CPython"),
+            "python_version": env.get("python_version"),
+            **(machine or {}),
+            **{k: env.get(k) for k in ("torch_version", "torch_threads", "load_avg")},
+        },  # fmt: skip
+        "commit_info": dict(commit),
+        "benchmarks": benchmarks,
+        "datetime": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "version": "4.0.0",
+        "gptref_track": {
+            "label": label,
+            "suite_version": env.get("suite_version"),
+            "ratios": kept,
+            "counts": untimed,
+        },  # fmt: skip
+    }
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: Path
+    record: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return (self.record.get("gptref_track") or {}).get("label") or self.path.stem
+
+    @property
+    def torch(self) -> str:
+        return str(self.record["machine_info"].get("torch_version"))
+
+    @property
+    def commit(self) -> str:
+        return str((self.record.get("commit_info") or {}).get("id") or "")[:10]
+
+    def times(self, name: str) -> list[float] | None:
+        """The per-round values of benchmark ``name`` (None where it was not timed)."""
+        for bench in self.record["benchmarks"]:
+            if bench["name"] == name and bench.get("stats"):
+                return list(bench["stats"]["data"])
+        return None
+
+    def extra(self, name: str) -> dict[str, Any]:
+        """``extra_info`` of benchmark ``name``; for an in-run ratio ``{"ratio": value}``."""
+        for bench in self.record["benchmarks"]:
+            if bench["name"] == name:
+                return dict(bench.get("extra_info") or {})
+        track = self.record.get("gptref_track") or {}
+        if name in (track.get("ratios") or {}):
+            return {"ratio": track["ratios"][name]}
+        return dict((track.get("counts") or {}).get(name, {}))
+
+    def ratio_names(self) -> list[str]:
+        return list((self.record.get("gptref_track") or {}).get("ratios") or {})
+
+
+def record(store: str | Path, run: Mapping[str, Any]) -> Path:
+    """Add ``run`` to ``store`` -> its new file (numbered after the last one there)."""
+    folder = Path(store) / machine_id(run["machine_info"].get("python_version"))
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    label = (run.get("gptref_track") or {}).get("label") or "run"
+    safe = re.sub(r"[^A-Za-z0-9.+-]+", "-", label).strip("-") or "run"
+    path = folder / f"{max(numbers, default=0) + 1:04d}_{safe}.json"
+    atomic_write_text(path, json.dumps(run, indent=1) + "\n")
+    return path
+
+
+def record_pytest_json(store: str | Path, json_file: str | Path, label: str) -> Path:
+    """A pytest-benchmark ``--benchmark-json`` file -> a run of ``store`` (as it is, with
+    ``label``; its ``extra_info`` ratios become series of the report)."""
+    try:
+        run = json.loads(Path(json_file).read_text())
+        run["benchmarks"], run["machine_info"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{json_file}: not a pytest-benchmark JSON file ({e}); write one with "
+                         "python -m pytest benchmarks --benchmark-json FILE") from None  # fmt: skip
+    run["gptref_track"] = {**(run.get("gptref_track") or {}), "label": label}
+    return record(store, run)
+
+
+def entries(store: str | Path) -> list[Entry]:
+    """Every run in ``store``, oldest first (by file number within a machine, then time)."""
+    root = Path(store)
+    if not root.is_dir():
+        raise ValueError(f"{root}: no such store; record a run first (gptref track record "
+                         f"--store {root})")  # fmt: skip
+    found = []
+    for path in sorted(root.glob("*/*.json")):
+        if _NAME.match(path.name):
+            found.append(Entry(path, json.loads(path.read_text())))
+    return sorted(found, key=lambda e: (e.record.get("datetime", ""), e.path.name))
+
+
+def find(store: str | Path, spec: str) -> Entry:
+    """The newest run whose label, file name or commit id starts with ``spec``."""
+    matches = [e for e in entries(store)
+               if e.label == spec or e.path.name.startswith(spec) or e.path.stem.endswith(spec)
+               or (e.commit and spec and e.commit.startswith(spec[:10]))]  # fmt: skip
+    if not matches:
+        raise ValueError(f"no run {spec!r} in {store}; list them with gptref track report")
+    return matches[-1]
+
+
+def iter_series(store_entries: Sequence[Entry], name: str, key: str | None = None
+                ) -> Iterator[tuple[Entry, float]]:  # fmt: skip
+    """(entry, value) for each entry that has benchmark ``name``: its median round when
+    ``key`` is None, else ``extra_info[key]``."""
+    for entry in store_entries:
+        if key is None:
+            data = entry.times(name)
+            if data:
+                yield entry, statistics.median(data)
+        else:
+            value = entry.extra(name).get(key)
+            if isinstance(value, (int, float)):
+                yield entry, float(value)
