@@ -5,6 +5,7 @@ interleaving with a stand-in worker, and the suite's deterministic op counts."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -163,6 +164,16 @@ def test_counts_change_beyond_the_bound_and_regress_beyond_the_threshold():
     rows = compare_counts({"a": 1e6, "b": 1e6, "c": 1e6}, {"a": 1.0005e6, "b": 1.01e6, "c": 1.2e6})
     got = {r["name"]: (r["changed"], r["regression"]) for r in rows}
     assert got == {"a": (False, False), "b": (True, False), "c": (True, True)}, rows
+
+
+def test_a_count_of_zero_that_stays_zero_is_ok_and_one_that_grows_from_zero_regresses():
+    """tokenize holds no torch memory (peak bytes 0): 0 -> 0 is no change, 0 -> 64 a
+    regression; a negative baseline is refused."""
+    rows = compare_counts({"same": 0, "grew": 0}, {"same": 0, "grew": 64})
+    got = {r["name"]: (r["ratio"], r["changed"], r["regression"]) for r in rows}
+    assert got == {"same": (1.0, False, False), "grew": (math.inf, True, True)}, rows
+    with pytest.raises(ValueError, match="baseline count of 'x' must be >= 0, got -1"):
+        compare_counts({"x": -1}, {"x": 1})
 
 
 def test_count_key_separates_builds():
@@ -346,4 +357,7 @@ def test_counts_gate_fails_on_a_real_instruction_blow_up_of_chunk(tmp_path):
     lines = proc.stdout.splitlines()
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert any(line.startswith("FAIL") and "chunk instructions" in line for line in lines)
-    assert any(line.startswith("ok") and "collate instructions" in line for line in lines)
+    # collate passes the gate: "ok", or "changed" (its count moves by up to ~0.2 % with the
+    # source path and the benchmarks run before it in the worker), never FAIL
+    collate = [line for line in lines if "collate instructions" in line]
+    assert len(collate) == 1 and collate[0].split()[0] in ("ok", "changed"), lines
