@@ -210,11 +210,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _out_of_memory(error: RuntimeError) -> bool:
-    """torch.OutOfMemoryError, or the CPU allocator's "can't allocate memory"."""
-    import torch
-
+    """torch.OutOfMemoryError, the CPU allocator's "can't allocate memory", or C++'s
+    std::bad_alloc (a CUDA build of torch can meet it while importing, under an address-space
+    limit). torch is not imported here: out of memory, that import could fail in turn."""
     text = str(error)
-    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text
+    if "can't allocate memory" in text or "std::bad_alloc" in text:
+        return True
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
 
 
 if __name__ == "__main__":

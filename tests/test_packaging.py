@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from pathlib import Path
 
-import tomllib
-
 import gptref
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: tomllib's original, a dependency of pytest there
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
