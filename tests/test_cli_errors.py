@@ -598,3 +598,22 @@ def test_export_hf_works_on_a_run_its_checkpoint_directory_and_a_snapshot(where,
     state = state_of(run)
     assert torch.equal(tensors["transformer.wte.weight"], state["tok_emb.weight"])
     assert all(math.isfinite(float(t.float().abs().max())) for t in tensors.values())
+
+
+@pytest.mark.parametrize(
+    ("error", "is_oom"),
+    [
+        (RuntimeError("std::bad_alloc"), True),  # a CUDA build's import under an RLIMIT_AS
+        (
+            RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+            True,
+        ),  # fmt: skip
+        (torch.OutOfMemoryError("CUDA out of memory"), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+    ],
+)
+def test_out_of_memory_is_told_apart_from_other_runtime_errors(error, is_oom):
+    """What the CLI turns into its one-line out-of-memory error, and what it leaves a bug."""
+    from gptref.cli import _out_of_memory
+
+    assert _out_of_memory(error) is is_oom
