@@ -198,8 +198,16 @@ def main(argv: list[str] | None = None) -> int:
             message = one_line(e)
         print(f"gptref {command}: error: {message}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
-        if debug or not (isinstance(e, MemoryError) or _out_of_memory(e)):
+    except (MemoryError, RuntimeError, ImportError) as e:  # torch.OutOfMemoryError: a RuntimeError
+        if not debug and _importing_torch(e):
+            print(f"gptref {command}: error: torch failed to import ({one_line(e)[:200]}); "
+                  "too little memory for it? (an address-space limit, ulimit -v)", file=sys.stderr)  # fmt: skip
+            return 2
+        if (
+            debug
+            or isinstance(e, ImportError)
+            or not (isinstance(e, MemoryError) or _out_of_memory(e))
+        ):
             raise
         print(f"gptref {command}: error: out of memory ({one_line(e)[:200]}); use a smaller "
               "--batch-size or --context (gptref plan predicts the peak)", file=sys.stderr)  # fmt: skip
@@ -207,6 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gptref {command}: aborted", file=sys.stderr)
         return 130
+
+
+def _importing_torch(error: BaseException) -> bool:
+    """Raised while ``import torch`` ran its __init__: under a low address-space limit a CUDA
+    build fails there in varying ways (std::bad_alloc, a truncated "Unable to insta")."""
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("/torch/__init__.py"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _out_of_memory(error: RuntimeError) -> bool:

@@ -617,3 +617,17 @@ def test_out_of_memory_is_told_apart_from_other_runtime_errors(error, is_oom):
     from gptref.cli import _out_of_memory
 
     assert _out_of_memory(error) is is_oom
+
+
+def test_an_error_raised_inside_torchs_own_import_is_told_apart():
+    """A RuntimeError from torch/__init__.py (a CUDA build importing under a low address-space
+    limit: std::bad_alloc, or a truncated "Unable to insta") is the CLI's one-line import
+    error; the same error raised elsewhere is not."""
+    from gptref.cli import _importing_torch
+
+    fake_init = compile("raise RuntimeError('Unable to insta')", "/x/site-packages/torch/__init__.py", "exec")  # fmt: skip
+    with pytest.raises(RuntimeError) as inside:
+        exec(fake_init, {})
+    with pytest.raises(RuntimeError) as outside:
+        exec(compile("raise RuntimeError('Unable to insta')", "/x/gptref/step.py", "exec"), {})
+    assert _importing_torch(inside.value) and not _importing_torch(outside.value)
