@@ -74,40 +74,20 @@ def add_note(exc: BaseException, note: str) -> None:
         exc.args = (f"{exc.args[0] if exc.args else ''}\n{note}", *exc.args[1:])
 
 
-class Call:
-    """``impl.<fn>(*args, **kwargs)`` with optional setup lines (``model = ...``), shown as code."""
+class Verdicts:
+    """fail / check / equal / close, shared by one call and a group of calls: a failure names
+    the function (``name()``) and shows the code that reproduces it (``listing()``)."""
 
-    def __init__(
-        self, impl: Any, fn: str, *args: Any, setup: Sequence[str] = (), **kwargs: Any
-    ) -> None:
-        self.impl, self.fn, self.args, self.kwargs, self.setup = impl, fn, args, kwargs, setup
-
-    def code(self) -> str:
-        parts = [show(a) for a in self.args] + [f"{k}={show(v)}" for k, v in self.kwargs.items()]
-        return f"impl.{self.fn}({', '.join(parts)})"
+    def name(self) -> str:
+        raise NotImplementedError
 
     def listing(self) -> str:
-        return listing(self.impl, [*self.setup, self.code()])
-
-    def __call__(self) -> Any:
-        fn = getattr(self.impl, self.fn)
-        args = [a.value if isinstance(a, Code) else a for a in self.args]
-        kwargs = {k: v.value if isinstance(v, Code) else v for k, v in self.kwargs.items()}
-        try:
-            return fn(*args, **kwargs)
-        except NotImplementedError as e:
-            # the implementation says it lacks this: the test is "not provided", not failed
-            pytest.skip(f"not provided: {self.impl.name}.{self.fn} raised NotImplementedError({e})")
-        except Exception as e:
-            add_note(e, f"gptref conformance: raised by\n  reproduce: {self.listing()}")
-            raise
-
-    # ---------------------------------------------------------------- verdicts
+        raise NotImplementedError
 
     def fail(self, what: str, expected: Any, got: Any) -> None:
         __tracebackhide__ = True
         raise AssertionError(
-            f"{self.fn}: {what}\n"
+            f"{self.name()}: {what}\n"
             f"  reproduce: {self.listing()}\n"
             f"  expected:  {show(expected)}\n"
             f"  got:       {show(got)}"
@@ -133,6 +113,38 @@ class Call:
         self.check(ok, f"{what} (rtol={rtol}, atol={atol})", expected, got)
 
 
+class Call(Verdicts):
+    """``impl.<fn>(*args, **kwargs)`` with optional setup lines (``model = ...``), shown as code."""
+
+    def __init__(
+        self, impl: Any, fn: str, *args: Any, setup: Sequence[str] = (), **kwargs: Any
+    ) -> None:
+        self.impl, self.fn, self.args, self.kwargs, self.setup = impl, fn, args, kwargs, setup
+
+    def code(self) -> str:
+        parts = [show(a) for a in self.args] + [f"{k}={show(v)}" for k, v in self.kwargs.items()]
+        return f"impl.{self.fn}({', '.join(parts)})"
+
+    def name(self) -> str:
+        return self.fn
+
+    def listing(self) -> str:
+        return listing(self.impl, [*self.setup, self.code()])
+
+    def __call__(self) -> Any:
+        fn = getattr(self.impl, self.fn)
+        args = [a.value if isinstance(a, Code) else a for a in self.args]
+        kwargs = {k: v.value if isinstance(v, Code) else v for k, v in self.kwargs.items()}
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError as e:
+            # the implementation says it lacks this: the test is "not provided", not failed
+            pytest.skip(f"not provided: {self.impl.name}.{self.fn} raised NotImplementedError({e})")
+        except Exception as e:
+            add_note(e, f"gptref conformance: raised by\n  reproduce: {self.listing()}")
+            raise
+
+
 def listing(impl: Any, body: Sequence[str]) -> str:
     """The import line that loads ``impl``, then ``body``: code to paste into a shell."""
     spec = impl.spec
@@ -145,35 +157,20 @@ def listing(impl: Any, body: Sequence[str]) -> str:
     return "\n             ".join([f"import torch; {extra}{load}", *body])
 
 
-class Calls:
+class Calls(Verdicts):
     """Several calls whose results are judged together (the ranks of one sharded epoch): a
     failure shows every call, since the expectation depends on all of them."""
 
     def __init__(self, calls: Sequence[Call]) -> None:
         self.calls = list(calls)
 
+    def name(self) -> str:
+        return self.calls[0].fn
+
     def listing(self) -> str:
         impl = self.calls[0].impl
         body = [line for c in self.calls for line in c.setup] + [c.code() for c in self.calls]
         return listing(impl, body)
-
-    def fail(self, what: str, expected: Any, got: Any) -> None:
-        __tracebackhide__ = True
-        raise AssertionError(
-            f"{self.calls[0].fn}: {what}\n"
-            f"  reproduce: {self.listing()}\n"
-            f"  expected:  {show(expected)}\n"
-            f"  got:       {show(got)}"
-        )
-
-    def check(self, ok: bool, what: str, expected: Any, got: Any) -> None:
-        __tracebackhide__ = True
-        if not ok:
-            self.fail(what, expected, got)
-
-    def equal(self, got: Any, expected: Any, what: str) -> None:
-        __tracebackhide__ = True
-        self.check(_plain(got) == _plain(expected), what, expected, got)
 
 
 def _plain(value: Any) -> Any:
