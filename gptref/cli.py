@@ -198,23 +198,21 @@ def main(argv: list[str] | None = None) -> int:
             message = one_line(e)
         print(f"gptref {command}: error: {message}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError, ImportError) as e:  # torch.OutOfMemoryError: a RuntimeError
-        if not debug and _importing_torch(e):
-            print(f"gptref {command}: error: torch failed to import ({one_line(e)[:200]}); "
-                  "too little memory for it? (an address-space limit, ulimit -v)", file=sys.stderr)  # fmt: skip
-            return 2
-        if (
-            debug
-            or isinstance(e, ImportError)
-            or not (isinstance(e, MemoryError) or _out_of_memory(e))
-        ):
-            raise
-        print(f"gptref {command}: error: out of memory ({one_line(e)[:200]}); use a smaller "
-              "--batch-size or --context (gptref plan predicts the peak)", file=sys.stderr)  # fmt: skip
-        return 2
     except KeyboardInterrupt:
         print(f"gptref {command}: aborted", file=sys.stderr)
         return 130
+    except Exception as e:  # torch.OutOfMemoryError is a RuntimeError
+        if debug:
+            raise
+        if _importing_torch(e):  # any type: SystemError, RuntimeError, ImportError, ... seen
+            print(f"gptref {command}: error: torch failed to import ({one_line(e)[:200]}); "
+                  "too little memory for it? (an address-space limit, ulimit -v)", file=sys.stderr)  # fmt: skip
+            return 2
+        if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and _out_of_memory(e)):
+            print(f"gptref {command}: error: out of memory ({one_line(e)[:200]}); use a smaller "
+                  "--batch-size or --context (gptref plan predicts the peak)", file=sys.stderr)  # fmt: skip
+            return 2
+        raise
 
 
 def _importing_torch(error: BaseException) -> bool:

@@ -251,10 +251,25 @@ def gptref(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+# ``python -c`` body: import torch unlimited, then cap the address space at what that import
+# mapped plus sys.argv[1] bytes, then run ``gptref ARGS`` (sys.argv[2:]).
+_ABOVE_IMPORT = """\
+import resource, runpy, sys
+import torch
+status = open("/proc/self/status").read()
+mapped = int(status.split("VmSize:")[1].split()[0]) * 1024
+limit = mapped + int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.argv = ["gptref", *sys.argv[2:]]
+runpy.run_module("gptref", run_name="__main__", alter_sys=True)
+"""
+
+
 def limited(
     args: list[str],
     *,
     memory: int | None = 4 << 30,
+    above_import: int | None = None,
     file_size: int | None = None,
     timeout: float = 120,
     stdin: Any = subprocess.DEVNULL,
@@ -263,8 +278,18 @@ def limited(
     unbounded read or a huge allocation fails instead of swapping the shared machine),
     ``file_size`` bytes per file written (RLIMIT_FSIZE: a write beyond it fails with EFBIG, as
     on a full disk; Python ignores SIGXFSZ). A run past ``timeout`` is killed and reported
-    as rc 124."""
+    as rc 124.
+
+    ``above_import`` (instead of ``memory``): the limit is set after ``import torch``, at the
+    address space it mapped plus this many bytes; what a CUDA build maps (GiBs, varying by
+    version) then cannot make the import itself the thing that fails."""
     import resource
+
+    if above_import is not None:
+        command = [sys.executable, "-c", _ABOVE_IMPORT, str(above_import), *args]
+        memory = None
+    else:
+        command = [sys.executable, "-m", "gptref", *args]
 
     def limit() -> None:
         if memory is not None:
@@ -274,7 +299,7 @@ def limited(
 
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "gptref", *args], capture_output=True, text=True,
+            command, capture_output=True, text=True,
             timeout=timeout, env=child_env(), cwd=REPO, preexec_fn=limit, stdin=stdin,
         )  # fmt: skip
     except subprocess.TimeoutExpired as e:

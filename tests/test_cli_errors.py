@@ -41,6 +41,7 @@ class Case:
     process: bool = False  # run in a limited subprocess (unbounded reads, memory)
     timeout: float = 120  # seconds, for a subprocess (a FIFO blocks: it gets 30)
     memory: int = 6 << 30  # bytes of address space, for a subprocess
+    above_import: int | None = None  # instead: bytes of address space above `import torch`
 
 
 T = "train --text {corpus} " + " ".join(TINY) + " --max-steps 2 --out {fresh}"
@@ -139,12 +140,13 @@ CASES: dict[str, Case] = {
         ("--batch-size|memory",),
         process=True,
     ),
-    # within the machine's memory but over a 3 GiB address-space limit: the allocator fails
-    "train out of memory in a step (small, batch 64 x 128, 3 GiB limit)": Case(
+    # within the machine's memory (a 5.5 GiB peak predicted) but over an address-space limit
+    # 2 GiB above what torch's import maps: the allocator fails in the step
+    "train out of memory in a step (small, batch 64 x 128, 2 GiB above torch)": Case(
         "train --preset small --batch-size 64 --max-steps 1 --no-progress --out {fresh}",
-        ("--batch-size|memory",),
+        ("out of memory", "--batch-size"),
         process=True,
-        memory=3 << 30,
+        above_import=2 << 30,
     ),  # fmt: skip
     # ---- eval
     "eval without --checkpoint": Case("eval", ("--checkpoint",), usage=True),
@@ -405,7 +407,7 @@ def test_a_bad_input_is_one_line_exit_2_naming_the_value(name, files, tmp_path):
     argv = argv_of(case, files, tmp_path / "fresh")
     named = tuple(n.format(**files) for n in case.named)
     if case.process:
-        result = limited(argv, memory=case.memory, timeout=case.timeout)
+        result = limited(argv, memory=case.memory, above_import=case.above_import, timeout=case.timeout)  # fmt: skip
     else:
         try:
             result = cli(argv)
@@ -631,3 +633,33 @@ def test_an_error_raised_inside_torchs_own_import_is_told_apart():
     with pytest.raises(RuntimeError) as outside:
         exec(compile("raise RuntimeError('Unable to insta')", "/x/gptref/step.py", "exec"), {})
     assert _importing_torch(inside.value) and not _importing_torch(outside.value)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "SystemError('error return without exception set')",  # py313, a CUDA build, 3 GiB
+        "RuntimeError('Unable to insta')",
+        "RuntimeError('std::bad_alloc')",
+        "ImportError('libtorch_cuda.so: failed to map segment from shared object')",
+    ],
+)
+def test_any_error_raised_inside_torchs_own_import_is_one_line_exit_2(error, monkeypatch):
+    """Whatever type torch's __init__ raises when it cannot load (seen: SystemError,
+    RuntimeError, ImportError), the CLI says so in one line naming memory, exit 2."""
+    import gptref.commands.plan as plan
+
+    fake_init = compile(f"raise {error}", "/x/site-packages/torch/__init__.py", "exec")
+    monkeypatch.setattr(plan, "main", lambda args: exec(fake_init, {}))
+    result = cli(["plan", "--memory", "1GiB"])
+    assert not error_problems(result, named=("torch failed to import", "memory")), describe(result)
+
+
+def test_an_error_that_is_not_torchs_import_nor_memory_still_raises(monkeypatch):
+    """A bug (here a SystemError raised in gptref's own code) is not swallowed into a line."""
+    import gptref.commands.plan as plan
+
+    bug = compile("raise SystemError('a bug')", "/x/gptref/planner.py", "exec")
+    monkeypatch.setattr(plan, "main", lambda args: exec(bug, {}))
+    with pytest.raises(SystemError, match="a bug"):
+        cli(["plan", "--memory", "1GiB"])
