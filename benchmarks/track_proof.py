@@ -5,7 +5,7 @@ real regression of known size.
 ``benchmarks/results/track/proof_*.json``; ``summary`` prints the figures the README shows):
 
 - ``abtest``: ``--comparisons`` (default 20) independent experiments, each four sides of the
-  same build interleaved repetition by repetition (``gptref.bench.abtest.interleave_sides``,
+  same build interleaved repetition by repetition (``gptref.bench.abtest.interleave``,
   10 rounds, what ``gptref track compare`` does for two): A and A2 plain, B with
   ``train_step`` slowed by 10 % of its own CPU time and C by 5 % (``benchmarks/
   slowdown_worker.py``; every side runs the same wrapper, A and A2 with 0 %), on
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gptref.bench.abtest import Side, interleave_sides  # noqa: E402
+from gptref.bench.abtest import Side, interleave  # noqa: E402
 from gptref.bench.counts import count_instructions  # noqa: E402
 from gptref.bench.stats import compare_samples  # noqa: E402
 from gptref.bench.workloads import WORKLOADS  # noqa: E402
@@ -66,7 +66,7 @@ def abtest(comparisons: int, rounds: int = ROUNDS, cpu: int = -1, first_seed: in
     runs = []
     for k in range(first_seed, first_seed + comparisons):
         t0, load0 = time.time(), os.getloadavg()
-        r = interleave_sides(sides, BENCHES, rounds, seed=k, cpu=cpu)
+        r = interleave(sides, BENCHES, rounds, seed=k, cpu=cpu)
         run = {"seed": k, "seconds": time.time() - t0, "load_avg": list(os.getloadavg()),
                "load_avg_start": list(load0), "cpu": cpu, "samples": r.samples,
                "order": r.order, "aa": [v.to_dict() for v in r.verdicts("A", "A2", THRESHOLDS)],

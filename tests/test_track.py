@@ -235,7 +235,7 @@ def test_interleave_alternates_two_workers_and_tests_what_they_report(tmp_path):
              str(worker))  # fmt: skip
     b = Side("B", src, sys.executable, {"FAKE_PATH": src, "FAKE_SCALE": "1.2",
                                         "FAKE_LOG": str(logs["B"])}, str(worker))  # fmt: skip
-    rounds = interleave(a, b, ["x"], rounds=8, reps=3, per_process=5, cpu=None)
+    rounds = interleave([a, b], ["x"], rounds=8, reps=3, per_process=5, cpu=None)
     assert [len(rounds.samples[s]["x"]) for s in "AB"] == [8, 8]
     seeds = {s: logs[s].read_text().split() for s in "AB"}
     assert [len(seeds[s]) for s in "AB"] == [6, 6] and len(set(seeds["A"])) == 6
@@ -247,7 +247,7 @@ def test_interleave_alternates_two_workers_and_tests_what_they_report(tmp_path):
 def test_interleave_refuses_one_label_for_both_sides():
     """Two sides called the same cannot be told apart."""
     with pytest.raises(ValueError, match="different labels"):
-        interleave(Side("A"), Side("A"), ["chunk"])
+        interleave([Side("A"), Side("A")], ["chunk"])
 
 
 def test_the_suites_op_counts_and_peak_bytes_are_the_same_twice():

@@ -134,28 +134,6 @@ class Worker:
 
 
 def interleave(
-    a: Side,
-    b: Side,
-    benches: Sequence[str],
-    rounds: int = 20,
-    reps: int = 5,
-    seed: int = 0,
-    per_process: int = 5,
-    progress: Callable[[int, int], None] | None = None,
-    cpu: int | None = -1,
-) -> Rounds:
-    """``rounds`` pairs of rounds, A and B in a seeded random order within each pair, in
-    fresh worker processes every ``per_process`` pairs, both pinned to core ``cpu`` (-1: the
-    last this process may use; None: unpinned). On a shared machine one core may be busier
-    than the other (its hyperthread sibling or the host's other guests), and a process stays
-    on its core for a while: unpinned, A and B could sit on different cores for whole
-    stretches and differ by 2x in CPU time for that reason alone."""
-    if a.label == b.label:
-        raise ValueError(f"interleave: the two sides need different labels, got {a.label!r} twice")
-    return interleave_sides([a, b], benches, rounds, reps, seed, per_process, progress, cpu)
-
-
-def interleave_sides(
     sides: Sequence[Side],
     benches: Sequence[str],
     rounds: int = 20,
@@ -165,9 +143,14 @@ def interleave_sides(
     progress: Callable[[int, int], None] | None = None,
     cpu: int | None = -1,
 ) -> Rounds:
-    """``interleave`` for any number of sides: in each round the sides take turns repetition
-    by repetition, in a seeded random order and its reverse (ABC CBA ABC ...); any two of
-    them then compare as a pair (``Rounds.verdicts``)."""
+    """``rounds`` rounds of two or more sides (A and B; or more), in fresh worker processes
+    every ``per_process`` rounds, all pinned to core ``cpu`` (-1: the last this process may
+    use; None: unpinned). In each round the sides take turns repetition by repetition, in a
+    seeded random order and its reverse (ABC CBA ABC ...); any two of them then compare as a
+    pair (``Rounds.verdicts``). On a shared machine one core may be busier than the other
+    (its hyperthread sibling or the host's other guests), and a process stays on its core for
+    a while: unpinned, A and B could sit on different cores for whole stretches and differ by
+    2x in CPU time for that reason alone."""
     labels = [s.label for s in sides]
     if len(set(labels)) != len(labels) or len(sides) < 2:
         raise ValueError(f"interleave: give >= 2 sides with different labels, got {labels}")

@@ -235,7 +235,7 @@ def compare(args: CompareArgs) -> int:
     with contextlib.ExitStack() as stack:
         side_a, _ = _side("A", args.a, args.a_python, stack)
         side_b, _ = _side("B", args.b, args.b_python, stack)
-        rounds = interleave(side_a, side_b, names, args.rounds, args.reps,
+        rounds = interleave([side_a, side_b], names, args.rounds, args.reps,
                             progress=lambda i, n: print(f"round {i}/{n}", file=sys.stderr))  # fmt: skip
     verdicts = rounds.verdicts("A", "B", thresholds)
     print(f"B ({args.b}) against A ({args.a}): ratio B/A, 99 % interval, signed-rank p")
@@ -287,7 +287,7 @@ def check(args: CheckArgs) -> int:
     with contextlib.ExitStack() as stack:
         base, _ = _side("baseline", args.baseline, None, stack)
         here, _ = _side("current", str(_here()), None, stack)
-        rounds = interleave(base, here, names, args.rounds)
+        rounds = interleave([base, here], names, args.rounds)
     verdicts = rounds.verdicts("baseline", "current", _thresholds(None, names))
     for v in verdicts:
         print(("FAIL " if v.regression else "ok   ") + v.describe())
