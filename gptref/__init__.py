@@ -27,6 +27,7 @@ The modules, one concept each, in the order the data flows::
     planner.py      the batch and lever planner (gptref plan)
     config.py       RunConfig: every run setting once, typed, validated once; book()
     rundir.py       a run directory: its record, metrics.jsonl, the checkpoint in it
+    pretrained.py   load_model: the trained model from any folder of a run
     plot.py         the book's loss figure
     bench/          measure, flops, sweep, compare, levers, report (gptref bench, benchmarks/)
     commands/       one module per CLI subcommand
@@ -95,6 +96,7 @@ _EXPORTS = {
     "train": "gptref.loop",
     **dict.fromkeys(["History", "TrainState"], "gptref.state"),
     "RunConfig": "gptref.config",
+    "load_model": "gptref.pretrained",
     "train_run": "gptref.commands.train_job",
     **dict.fromkeys(
         [
