@@ -8,7 +8,7 @@ import json
 import pytest
 
 from gptref._check import FieldError
-from gptref.config import RunConfig, book
+from gptref.config import RunConfig, book, book_text_mismatch
 from gptref.fast import FAST, REFERENCE, FastPaths
 
 
@@ -98,3 +98,16 @@ def test_fast_is_the_bundle_the_readme_names():
     changed = {f.name for f in dataclasses.fields(FastPaths) if getattr(FAST, f.name) != getattr(REFERENCE, f.name)}  # fmt: skip
     assert changed == {"attn", "dtype", "optimizer", "fused_layers"}
     assert (FAST.attn, FAST.dtype, FAST.optimizer) == ("sdpa", "bfloat16", "fused")
+
+
+def test_book_text_mismatch_accepts_the_books_copy_only(tmp_path, verdict_text):
+    """--book's check of its --text: the book's the-verdict.txt (read from ../shared/data,
+    byte for byte) passes; one character changed, two files or none are each named."""
+    book_copy, edited = tmp_path / "the-verdict.txt", tmp_path / "edited.txt"
+    book_copy.write_bytes(verdict_text.encode("utf-8"))
+    edited.write_bytes(verdict_text.replace("Jack", "Jock", 1).encode("utf-8"))
+    assert book_text_mismatch([str(book_copy)]) is None
+    assert book_text_mismatch([edited]).startswith(f"{edited} has SHA-256 ")
+    assert "2 --text files" in book_text_mismatch([book_copy, book_copy])
+    assert "the built-in corpus" in book_text_mismatch(None)
+    assert book_text_mismatch([tmp_path / "missing.txt"]) is None  # the run says it, not this

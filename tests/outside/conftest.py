@@ -10,12 +10,13 @@ environment, a ``.pth`` line naming its site-packages (a path line only: the ``.
 there, an editable gptref's included, are not run), so it costs seconds, not gigabytes.
 
 The wheel and the environment are built once per session, and shared by pytest-xdist's
-workers (a file lock; the recipe of pytest-xdist's documentation). Each test takes a fresh
+workers (a file lock, as pytest-xdist's documentation suggests). Each test takes a fresh
 folder (``outside``) to run in.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[2]
 # what a journey's environment keeps of ours: nothing that points Python or pytest elsewhere
@@ -160,7 +160,8 @@ def installed(
     shared = base.parent if worker else base  # under xdist: the session's, for all workers
     files = _sources()
     home = shared / f"gptref-wheel-{_digest(files)}"
-    with FileLock(str(home) + ".lock"):
+    with open(str(home) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker builds, the others wait and reuse it
         if not (home / "done").is_file():
             shutil.rmtree(home, ignore_errors=True)
             _build(home, files)
