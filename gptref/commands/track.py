@@ -298,6 +298,8 @@ def report(args: ReportArgs) -> int:
 
 
 def check(args: CheckArgs) -> int:
+    if args.src is not None and not (Path(args.src) / "gptref" / "__init__.py").is_file():
+        raise ValueError(f"--src {args.src}: not a gptref checkout (no gptref/__init__.py there)")
     if args.counts_only:
         return _check_counts(args)
     if args.baseline is None:

@@ -24,7 +24,7 @@ import site
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,22 +150,35 @@ def _build(home: Path, files: list[Path]) -> Installed:
     return installed
 
 
+Build = Callable[[Path], object]
+
+
 @pytest.fixture(scope="session")
-def installed(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Installed:
-    """gptref's wheel, built from this checkout, installed in a fresh venv (once a session)."""
+def once(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """``once(name, build) -> folder``: ``build(folder)`` runs once in the session, whichever
+    pytest-xdist worker asks first; the others wait for it and reuse the folder (read only)."""
     base = tmp_path_factory.getbasetemp()
-    worker = hasattr(request.config, "workerinput")  # a pytest-xdist worker
-    shared = base.parent if worker else base  # under xdist: the session's, for all workers
+    shared = base.parent if hasattr(request.config, "workerinput") else base  # all workers'
+
+    def run(name: str, build: Build) -> Path:
+        home = shared / name
+        with open(str(home) + ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not (shared / f"{name}.done").is_file():
+                shutil.rmtree(home, ignore_errors=True)
+                home.mkdir()
+                build(home)
+                (shared / f"{name}.done").write_text("")
+        return home
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def installed(once) -> Installed:
+    """gptref's wheel, built from this checkout, installed in a fresh venv (once a session)."""
     files = _sources()
-    home = shared / f"gptref-wheel-{_digest(files)}"
-    with open(str(home) + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker builds, the others wait and reuse it
-        if not (home / "done").is_file():
-            shutil.rmtree(home, ignore_errors=True)
-            _build(home, files)
-            (home / "done").write_text("")
+    home = once(f"gptref-wheel-{_digest(files)}", lambda home: _build(home, files))
     return Installed(home / "venv", next((home / "dist").glob("gptref-*.whl")))
 
 

@@ -16,21 +16,24 @@ from pathlib import Path
 
 import pytest
 
-TINY = ("--preset", "tiny", "--no-sample")
+TINY = ("--preset", "tiny", "--batch-size", "2", "--eval-iter", "1", "--no-sample")
 
 
 def _leftover_locks(run: Path) -> list[str]:
     return sorted(str(p.relative_to(run)) for p in run.rglob(".lock"))
 
 
-@pytest.fixture(scope="module")
-def finished(installed, tmp_path_factory) -> Path:
-    """A finished run: 4 steps of the tiny preset, a checkpoint every 2 steps (2 snapshots)."""
-    home = tmp_path_factory.mktemp("trainer")
-    result = installed.gptref("train", *TINY, "--max-steps", "4", "--eval-freq", "2",
-                              "--checkpoint-every", "2", "--out", "run", cwd=home)  # fmt: skip
-    assert result.status == 0, result.log
-    return home / "run"
+@pytest.fixture(scope="session")
+def finished(installed, once) -> Path:
+    """A finished run: 4 steps of the tiny preset, a checkpoint every 2 steps (2 snapshots);
+    trained once, then only read."""
+
+    def train(home: Path) -> None:
+        result = installed.gptref("train", *TINY, "--max-steps", "4", "--eval-freq", "2",
+                                  "--checkpoint-every", "2", "--out", "run", cwd=home)  # fmt: skip
+        assert result.status == 0, result.log
+
+    return once("finished-run", train) / "run"
 
 
 def test_a_finished_run_leaves_its_files_and_no_lock(finished):
