@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from gptref.config import book_text_mismatch
 from gptref.data import split
 from gptref.loader import create_dataloader
 from gptref.loop import train
 from gptref.model import GPT_CONFIG_124M, GPTModel
+from gptref.run.config import book_text_mismatch
 from gptref.tokenizer import gpt2_tokenizer
 
 BOOK_LOG = """\
