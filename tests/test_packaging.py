@@ -3,6 +3,7 @@ licensed packaging, no machine paths in shipped text, public names that are not 
 
 from __future__ import annotations
 
+import configparser
 import importlib
 import re
 import sys
@@ -65,3 +66,14 @@ def test_the_functions_train_and_generate_shadow_no_module():
     step = importlib.import_module("gptref.step")
     assert gptref.train_step is step.train_step and callable(gptref.train_run)
     assert sorted(gptref.__all__) == sorted(set(gptref.__all__)) and "train_run" in gptref.__all__
+
+
+def test_tox_docs_installs_the_docs_extra():
+    """tox -e docs (no install of gptref, so no torch) takes exactly the `docs` extra's tools,
+    and builds the site with warnings as errors."""
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    deps = [line.strip() for line in tox["testenv:docs"]["deps"].splitlines() if line.strip()]
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert deps == extra["docs"]
+    assert tox["testenv:docs"]["commands"].split()[:3] == ["mkdocs", "build", "--strict"]
