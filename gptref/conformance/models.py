@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gptref.conformance.repro import show, tagged
+from gptref.conformance.repro import source, tagged
 
 
 class FixedLogits(nn.Module):
@@ -24,7 +24,7 @@ class FixedLogits(nn.Module):
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
         self.logits = logits
-        tagged(self, f"models.FixedLogits({show(logits)})")
+        tagged(self, f"models.FixedLogits({source(logits)})")
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.shape != self.logits.shape[:2]:
@@ -40,7 +40,7 @@ class ConstantLogits(nn.Module):
     def __init__(self, row: torch.Tensor) -> None:
         super().__init__()
         self.row = row
-        tagged(self, f"models.ConstantLogits({show(row)})")
+        tagged(self, f"models.ConstantLogits({source(row)})")
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.row.expand(*ids.shape, -1)

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import torch
 
+from gptref.conformance import guard
+
 MAX_SHOWN = 1500  # characters of one shown value; hypothesis shrinks failures far below this
 
 
@@ -40,9 +42,16 @@ def tagged(obj: Any, code: str) -> Any:
 
 
 def show(value: Any) -> str:
-    """A value as Python source (tensors as ``torch.tensor(...)``), cut to MAX_SHOWN characters."""
+    """A value as Python source (tensors as ``torch.tensor(...)``), cut to MAX_SHOWN characters
+    (an expected or actual value; the code of a reproduction is ``source``, never cut)."""
     text = _show(value)
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + " ...(cut)"
+
+
+def source(value: Any) -> str:
+    """A value as Python source, whole: what a reproduce line shows, so that it runs as pasted
+    (the strategies bound every drawn value, so it stays a few kilobytes at most)."""
+    return _show(value)
 
 
 def _show(value: Any) -> str:
@@ -122,7 +131,9 @@ class Call(Verdicts):
         self.impl, self.fn, self.args, self.kwargs, self.setup = impl, fn, args, kwargs, setup
 
     def code(self) -> str:
-        parts = [show(a) for a in self.args] + [f"{k}={show(v)}" for k, v in self.kwargs.items()]
+        parts = [source(a) for a in self.args] + [
+            f"{k}={source(v)}" for k, v in self.kwargs.items()
+        ]
         return f"impl.{self.fn}({', '.join(parts)})"
 
     def name(self) -> str:
@@ -131,12 +142,17 @@ class Call(Verdicts):
     def listing(self) -> str:
         return listing(self.impl, [*self.setup, self.code()])
 
+    def describe(self) -> tuple[str, str]:
+        """(function name, reproduce listing): what the guard names when the call hangs."""
+        return self.fn, self.listing()
+
     def __call__(self) -> Any:
         fn = getattr(self.impl, self.fn)
         args = [a.value if isinstance(a, Code) else a for a in self.args]
         kwargs = {k: v.value if isinstance(v, Code) else v for k, v in self.kwargs.items()}
         try:
-            return fn(*args, **kwargs)
+            with guard.running(self.describe):  # exits and the time limit: guard.py
+                return fn(*args, **kwargs)
         except NotImplementedError as e:
             # the implementation says it lacks this: the test is "not provided", not failed
             pytest.skip(f"not provided: {self.impl.name}.{self.fn} raised NotImplementedError({e})")

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from gptref.conformance import models
 from gptref.conformance.oracles import oracle_train_model, oracle_train_model_simple
-from gptref.conformance.repro import Call, Code, show
+from gptref.conformance.repro import Call, Code, source
 from gptref.conformance.tokenizer import CharTokenizer
 
 uses = pytest.mark.uses
@@ -86,10 +86,10 @@ def _setup(case: dict, appendix_d: bool):
     train_loader = DataLoader(train, batch_size=b, shuffle=True, drop_last=True)
     val_loader = DataLoader(val, batch_size=b, shuffle=False, drop_last=False)
     setup = [
-        f"model = {show(model)}.eval()",
+        f"model = {source(model)}.eval()",
         f"optimizer = {opt_code}",
-        f"train_loader = torch.utils.data.DataLoader({show(train)}, batch_size={b}, shuffle=True, drop_last=True)",  # fmt: skip
-        f"val_loader = torch.utils.data.DataLoader({show(val)}, batch_size={b}, shuffle=False, drop_last=False)",  # fmt: skip
+        f"train_loader = torch.utils.data.DataLoader({source(train)}, batch_size={b}, shuffle=True, drop_last=True)",  # fmt: skip
+        f"val_loader = torch.utils.data.DataLoader({source(val)}, batch_size={b}, shuffle=False, drop_last=False)",  # fmt: skip
         f"torch.manual_seed({case['seed']})",
     ]
     return model, optimizer, train_loader, val_loader, setup

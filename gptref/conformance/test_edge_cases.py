@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gptref.conformance import models
-from gptref.conformance.repro import Call, Code, show
+from gptref.conformance.repro import Call, Code, source
 from gptref.conformance.strategies import batch_sizes, seeds, token_lists
 from gptref.conformance.tokenizer import IdsTokenizer, gpt2
 
@@ -147,7 +147,7 @@ def test_collate_of_one_sample_is_a_batch_of_one(impl, ids):
 def test_loader_loss_of_no_batches_is_nan(impl, num_batches):
     """A loader with no batches gives nan (the book's convention), for every weighting."""
     model = models.ConstantLogits(torch.zeros(3))
-    setup = [f"model = {show(model)}"]
+    setup = [f"model = {source(model)}"]
     calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches, setup=setup))]  # fmt: skip
     for w in impl.loader_loss_weightings:
         calls.append((w, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches, setup=setup, weighting=w)))  # fmt: skip

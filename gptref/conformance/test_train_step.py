@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gptref.conformance import models
 from gptref.conformance.oracles import oracle_sgd_step
-from gptref.conformance.repro import Call, Code, show
+from gptref.conformance.repro import Call, Code, source
 
 uses = pytest.mark.uses
 book = pytest.mark.level("book")
@@ -45,7 +45,7 @@ def step_batches(draw, max_rows: int = 6, max_len: int = 8, ignore_index: int = 
 def sgd_step_call(impl, seed: int, x, y, **kwargs) -> tuple[Call, torch.nn.Module]:
     model = models.gpt(MICRO, seed, impl.make_model).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    setup = [f"model = {show(model)}.train()", f"optimizer = torch.optim.SGD(model.parameters(), lr={LR})"]  # fmt: skip
+    setup = [f"model = {source(model)}.train()", f"optimizer = torch.optim.SGD(model.parameters(), lr={LR})"]  # fmt: skip
     args = (Code("model", model), Code("optimizer", optimizer), x, y, "cpu")
     return Call(impl, "train_step", *args, setup=setup, **kwargs), model
 
@@ -154,7 +154,7 @@ def test_train_step_sets_the_given_lr_on_every_param_group(impl):
     params = list(model.parameters())
     optimizer = torch.optim.AdamW([{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0}], lr=1.0)  # fmt: skip
     setup = [
-        f"model = {show(model)}.train()",
+        f"model = {source(model)}.train()",
         "params = list(model.parameters())",
         'optimizer = torch.optim.AdamW([{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0}], lr=1.0)',
     ]
