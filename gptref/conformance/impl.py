@@ -66,6 +66,9 @@ BOOK = (
     "calc_loss_batch",
     "calc_loss_loader",
     "generate",
+    "generate_text_simple",
+    "evaluate_model",
+    "generate_and_print_sample",
     "train_model_simple",
     "train_model",
 )

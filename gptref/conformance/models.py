@@ -10,6 +10,7 @@ Every model here knows the code that rebuilds it, so failure messages can show i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -73,7 +74,8 @@ class ProbeGPT(nn.Module):
     embeddings, dropout, a linear head; ``scale`` multiplies the head's initial weights (large
     gradients, so that clipping shows). It has the book model's ``pos_emb`` (the book's
     per-epoch sample reads the context length off it) and records, per forward call,
-    ``(model.training, torch.is_grad_enabled(), ids.shape)`` in ``calls``."""
+    ``(model.training, torch.is_grad_enabled(), ids.shape)`` in ``calls`` and an ``Event`` in
+    ``events`` (with the ids and ``phase``, a label its caller may set: what the call is for)."""
 
     def __init__(
         self, vocab_size: int = 13, context_length: int = 6, emb_dim: int = 8,
@@ -90,13 +92,41 @@ class ProbeGPT(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g))
             self.out_head.weight.mul_(scale)
         self.calls: list[tuple[bool, bool, tuple[int, ...]]] = []
+        self.events: list[Event] = []
+        self.phase = ""
         args = f"vocab_size={vocab_size}, context_length={context_length}, emb_dim={emb_dim}, drop_rate={drop_rate}, seed={seed}, scale={scale}"  # fmt: skip
         tagged(self, f"models.ProbeGPT({args})")
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        self.calls.append((self.training, torch.is_grad_enabled(), tuple(ids.shape)))
+        call = (self.training, torch.is_grad_enabled(), tuple(ids.shape))
+        self.calls.append(call)
+        self.events.append(Event("forward", call, ids.detach().tolist(), self.phase))
         positions = torch.arange(ids.shape[1], device=ids.device)
         return self.out_head(self.drop(self.tok_emb(ids) + self.pos_emb(positions)))
+
+    def record_steps(self, optimizer: torch.optim.Optimizer) -> None:
+        """Record an Event for each ``optimizer.step()``: every param group's lr and the total
+        gradient norm (float64) the step applies, i.e. after any clipping."""
+
+        def before_step(opt, args, kwargs) -> None:
+            grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]  # fmt: skip
+            norm = float(sum(float((g.double() ** 2).sum()) for g in grads) ** 0.5)
+            lrs = tuple(float(group["lr"]) for group in opt.param_groups)
+            self.events.append(Event("step", lrs, norm, self.phase))
+
+        optimizer.register_step_pre_hook(before_step)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a training loop did to a ProbeGPT: a forward call (``what``: (training, grad
+    enabled, shape); ``data``: the ids) or an optimizer step (``what``: the lrs; ``data``: the
+    gradient norm it applied); ``phase``: what the caller said it was for."""
+
+    kind: str
+    what: Any
+    data: Any
+    phase: str = ""
 
 
 def gpt(

@@ -93,13 +93,18 @@ class Verdicts:
     def listing(self) -> str:
         raise NotImplementedError
 
+    def note(self) -> str:
+        """A last line for the failure message ("" for none)."""
+        return ""
+
     def fail(self, what: str, expected: Any, got: Any) -> None:
         __tracebackhide__ = True
+        note = self.note()
         raise AssertionError(
             f"{self.name()}: {what}\n"
             f"  reproduce: {self.listing()}\n"
             f"  expected:  {show(expected)}\n"
-            f"  got:       {show(got)}"
+            f"  got:       {show(got)}" + (f"\n  note:      {note}" if note else "")
         )
 
     def check(self, ok: bool, what: str, expected: Any, got: Any) -> None:
@@ -129,6 +134,15 @@ class Call(Verdicts):
         self, impl: Any, fn: str, *args: Any, setup: Sequence[str] = (), **kwargs: Any
     ) -> None:
         self.impl, self.fn, self.args, self.kwargs, self.setup = impl, fn, args, kwargs, setup
+        self.depends: Sequence[str] = ()  # the functions it calls whose own failures it names
+
+    def note(self) -> str:
+        failed = getattr(self.impl, "failed", {})
+        first = [(name, failed[name]) for name in self.depends if name in failed]
+        if not first:
+            return ""
+        named = ", ".join(f"{name} ({test})" for name, test in first)
+        return f"{self.fn} calls what failed its own test first: {named}; fix that first"
 
     def code(self) -> str:
         parts = [source(a) for a in self.args] + [
@@ -168,7 +182,7 @@ def listing(impl: Any, body: Sequence[str]) -> str:
         load = f"from gptref.conformance import load_implementation; impl = load_implementation({spec!r})"
     else:
         load = f"import {spec} as impl"
-    needs = [m for m in ("models", "tokenizer") if any(f"{m}." in line for line in body)]
+    needs = [m for m in ("models", "tokenizer", "strategies") if any(f"{m}." in line for line in body)]  # fmt: skip
     extra = "".join(f"from gptref.conformance import {m}; " for m in needs)
     return "\n             ".join([f"import torch; {extra}{load}", *body])
 

@@ -57,11 +57,18 @@ def test_chunk_without_room_for_one_window_gives_empty_int64_tensors(impl, L, s,
 @book
 @uses("GPTDatasetV1")
 @given(L=st.integers(1, 40), s=st.integers(1, 50), data=st.data())
-def test_gpt_dataset_v1_without_room_for_one_window_is_empty(impl, L, s, data):
-    """GPTDatasetV1 over len(ids) <= max_length tokens has no items (the book's loop is empty)."""
+def test_gpt_dataset_v1_without_room_for_one_window_is_empty_or_says_why(impl, L, s, data):
+    """GPTDatasetV1 over len(ids) <= max_length tokens has no items (the book's loop is empty)
+    or raises a ValueError that says why (as gptref's loader refuses a text with no window):
+    never an item, never another exception (an assert is an AssertionError)."""
     ids = data.draw(token_lists(max_size=L), label="ids")
     call = Call(impl, "GPTDatasetV1", "any text", IdsTokenizer(ids), L, s)
-    call.equal(len(call()), 0, "len(dataset)")
+    try:
+        dataset = call()
+    except ValueError as e:
+        call.check(len(str(e)) > 0, "the ValueError must say what is wrong", "a message", repr(e))
+        return
+    call.equal(len(dataset), 0, "len(dataset): the number of windows of a text too short for one")
 
 
 @book
