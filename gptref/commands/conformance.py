@@ -12,7 +12,9 @@ HELP = "run gptref's conformance suite against another implementation"
 DESCRIPTION = (
     "Run gptref's specification (pytest --pyargs gptref.conformance) against MODULE, an adapter "
     "exposing split, chunk, ..., generate; exits with pytest's status. Equivalent to: "
-    "GPTREF_IMPL=MODULE python -m pytest --pyargs gptref.conformance [PYTEST_ARGS]."
+    "GPTREF_IMPL=MODULE python -m pytest --pyargs gptref.conformance --fast-fail [PYTEST_ARGS]: "
+    "each failing test reports its first counterexample, unshrunk (add --shrink for the "
+    "smallest); a call that runs past --call-timeout SECONDS (default 60) fails as a hang."
 )
 
 

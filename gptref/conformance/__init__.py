@@ -96,14 +96,17 @@ __all__ = [
 ]
 
 
-def run_suite(impl: str, pytest_args: Sequence[str] = ()) -> int:
-    """``GPTREF_IMPL=impl python -m pytest --pyargs gptref.conformance *pytest_args`` in a fresh
-    interpreter (the current directory first on its path) -> pytest's exit status."""
+def run_suite(impl: str, pytest_args: Sequence[str] = (), *, fast_fail: bool = True) -> int:
+    """``GPTREF_IMPL=impl python -m pytest --pyargs gptref.conformance [--fast-fail]
+    *pytest_args`` in a fresh interpreter (the current directory first on its path) ->
+    pytest's exit status. ``fast_fail`` (the default of ``gptref conformance``): each failing
+    test reports its first counterexample unshrunk; ``--shrink`` in pytest_args overrides it."""
     missing = [m for m in ("pytest", "hypothesis") if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(
             f"the conformance suite needs {' and '.join(missing)}: pip install 'gptref[test]'"
         )
     env = {**os.environ, IMPL_ENV: impl}
-    command = [sys.executable, "-m", "pytest", "--pyargs", "gptref.conformance", *pytest_args]
+    fast = ["--fast-fail"] if fast_fail else []
+    command = [sys.executable, "-m", "pytest", "--pyargs", "gptref.conformance", *fast, *pytest_args]  # fmt: skip
     return subprocess.call(command, env=env)

@@ -149,7 +149,7 @@ def _drop_suite_notes(exc: BaseException) -> None:
     ``@reproduce_failure`` blob (for editing the suite's own tests)."""
     notes = getattr(exc, "__notes__", None)
     if notes:
-        notes[:] = [n for n in notes if not n.startswith(("Explanation:", "You can reproduce this example by temporarily"))]  # fmt: skip
+        notes[:] = [n for n in notes if not (n.startswith("Explanation:") or "@reproduce_failure(" in n)]  # fmt: skip
 
 
 def _cut(text: str) -> str:

@@ -118,7 +118,7 @@ class Guard:
                 yield
             except SystemExit as e:  # raise SystemExit / exit(): not through sys.exit
                 raise ImplementationStopped(self.message(describe, _exit_text("SystemExit", e.code))) from None  # fmt: skip
-        self.last = describe
+            self.last = describe  # before the frame closes: the use of its result is timed
 
     @contextmanager
     def test(self, name: str) -> Iterator[None]:

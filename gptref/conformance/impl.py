@@ -202,9 +202,10 @@ def load_implementation(
 def _load_module(part: str, spec: str, guard: Guard) -> ModuleType:
     """Import one module of the spec under ``guard``, its output captured."""
     printed = io.StringIO()
+    shown = Path(part).name if part.endswith(".py") else part  # the spec shows the whole path
     try:
         with (
-            guard.running(lambda: (f"importing {part}", ""), kind="import"),
+            guard.running(lambda: (f"importing {shown}", ""), kind="import"),
             contextlib.redirect_stdout(printed),
             contextlib.redirect_stderr(printed),
         ):
@@ -256,7 +257,8 @@ def _import_error(part: str, spec: str, e: BaseException) -> str:
     where = f" at {Path(inside[-1].filename).name}:{inside[-1].lineno}" if inside else ""
     text = " ".join(str(e).split()) or "(no message)"
     text = text if len(text) <= 300 else text[:300] + " ..."
-    return f"{IMPL_ENV}={spec}: importing {part} raised {type(e).__name__}: {text}{where}"
+    shown = Path(part).name if part.endswith(".py") else part
+    return f"{IMPL_ENV}={spec}: importing {shown} raised {type(e).__name__}: {text}{where}"
 
 
 def require_from_env(env: Mapping[str, str] | None = None) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from gptref.conformance.repro import source, tagged
 
@@ -127,6 +128,28 @@ class Event:
     what: Any
     data: Any
     phase: str = ""
+
+
+def book_loaders(
+    seed: int, n_train: int, n_val: int, length: int, batch_size: int, vocab_size: int
+) -> tuple[DataLoader, DataLoader, list[str]]:
+    """The book's loaders over random (inputs, targets) pairs of ``length`` ids drawn from
+    ``seed``: (train_loader (shuffled, drop_last), val_loader, the setup lines that rebuild
+    them). The training loader's shuffle draws the global RNG, as the book's does."""
+    g = torch.Generator().manual_seed(seed)
+
+    def pairs(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        ids = torch.randint(0, vocab_size, (n, length + 1), generator=g)
+        return [(row[:-1].clone(), row[1:].clone()) for row in ids]
+
+    train, val = pairs(n_train), pairs(n_val)
+    b = batch_size
+    setup = [
+        f"train_loader = torch.utils.data.DataLoader({source(train)}, batch_size={b}, shuffle=True, drop_last=True)",  # fmt: skip
+        f"val_loader = torch.utils.data.DataLoader({source(val)}, batch_size={b}, shuffle=False, drop_last=False)",  # fmt: skip
+    ]
+    train_loader = DataLoader(train, batch_size=b, shuffle=True, drop_last=True)
+    return train_loader, DataLoader(val, batch_size=b, shuffle=False, drop_last=False), setup
 
 
 def gpt(

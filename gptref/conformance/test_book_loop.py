@@ -31,7 +31,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader
 
 from gptref.conformance import models
 from gptref.conformance.oracles import oracle_train_model, oracle_train_model_simple
@@ -78,14 +77,8 @@ def _setup(case: dict, appendix_d: bool):
     """-> (model, optimizer, train_loader, val_loader, setup lines): SGD for appendix D (so
     that clipping changes the update; Adam's first step would hide a uniform rescaling), the
     book's AdamW(lr=4e-4, weight_decay=0.1) for chapter 5."""
-    g = torch.Generator().manual_seed(case["seed"])
-    T, b = case["length"], case["batch_size"]
-
-    def pairs(n):
-        ids = torch.randint(0, VOCAB, (n, T + 1), generator=g)
-        return [(row[:-1].clone(), row[1:].clone()) for row in ids]
-
-    train, val = pairs(case["n_train"]), pairs(case["n_val"])
+    loaders = models.book_loaders(case["seed"], case["n_train"], case["n_val"], case["length"], case["batch_size"], VOCAB)  # fmt: skip
+    train_loader, val_loader, loader_setup = loaders
     scale = 8.0 if appendix_d else 1.0  # large gradients: clipping to norm 1 shows
     # in eval mode, as the book leaves its model before training (chapter 5 evaluates the
     # untrained model first): the loop must switch to train mode itself
@@ -95,13 +88,10 @@ def _setup(case: dict, appendix_d: bool):
         opt_code = f"torch.optim.SGD(model.parameters(), lr={case['peak_lr']})"
     else:
         opt_code = "torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)"
-    train_loader = DataLoader(train, batch_size=b, shuffle=True, drop_last=True)
-    val_loader = DataLoader(val, batch_size=b, shuffle=False, drop_last=False)
     setup = [
         f"model = {source(model)}.eval()",
         f"optimizer = {opt_code}",
-        f"train_loader = torch.utils.data.DataLoader({source(train)}, batch_size={b}, shuffle=True, drop_last=True)",  # fmt: skip
-        f"val_loader = torch.utils.data.DataLoader({source(val)}, batch_size={b}, shuffle=False, drop_last=False)",  # fmt: skip
+        *loader_setup,
         f"torch.manual_seed({case['seed']})",
     ]
     return model, optimizer, train_loader, val_loader, setup
@@ -186,7 +176,9 @@ def check_timeline(run: dict, lr_tol: float) -> None:
         if g.kind != w.kind:
             call.fail(f"{where}: the book's loop does {_shown(w)} here", _shown(w), _shown(g))
         if g.kind == "forward":
-            call.equal(g.what, w.what, f"{where}: (model.training, grad enabled, input shape)")
+            training, grad, shape = g.what
+            mode = f"{'train' if training else 'eval'} mode {'with' if grad else 'without'} grad"
+            call.equal(g.what, w.what, f"{where}: (model.training, grad enabled, input shape); this loop calls the model in {mode} on a {shape} input here")  # fmt: skip
             call.equal(g.data, w.data, f"{where}: the input ids")
         else:
             lrs_ok = len(g.what) == len(w.what) and all(abs(a - b) <= lr_tol for a, b in zip(g.what, w.what, strict=True))  # fmt: skip

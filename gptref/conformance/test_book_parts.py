@@ -18,7 +18,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader
 
 from gptref.conformance import models
 from gptref.conformance.oracles import oracle_evaluate, oracle_sample
@@ -62,22 +61,13 @@ def test_evaluate_model_averages_eval_iter_batches_in_eval_mode_without_grad(imp
     val_loss): each the mean of the per-batch mean losses of the loader's first eval_iter
     batches (nan for an empty loader), every forward call in eval mode without grad; the model
     is back in train mode after, and the global RNG (the shuffled loader's pass) as the book's."""
-    g = torch.Generator().manual_seed(case["seed"])
-    T, b = case["length"], case["batch_size"]
-
-    def pairs(n):
-        ids = torch.randint(0, VOCAB, (n, T + 1), generator=g)
-        return [(row[:-1].clone(), row[1:].clone()) for row in ids]
-
-    train, val = pairs(case["n_train"]), pairs(case["n_val"])
+    loaders = models.book_loaders(case["seed"], case["n_train"], case["n_val"], case["length"], case["batch_size"], VOCAB)  # fmt: skip
+    train_loader, val_loader, loader_setup = loaders
     model = models.ProbeGPT(VOCAB, CONTEXT, drop_rate=0.5, seed=case["seed"]).train()
     twin = copy.deepcopy(model)
-    train_loader = DataLoader(train, batch_size=b, shuffle=True, drop_last=True)
-    val_loader = DataLoader(val, batch_size=b, shuffle=False, drop_last=False)
     setup = [
         f"model = {source(model)}.train()",
-        f"train_loader = torch.utils.data.DataLoader({source(train)}, batch_size={b}, shuffle=True, drop_last=True)",  # fmt: skip
-        f"val_loader = torch.utils.data.DataLoader({source(val)}, batch_size={b}, shuffle=False, drop_last=False)",  # fmt: skip
+        *loader_setup,
         f"torch.manual_seed({case['seed']})",
     ]
     call = Call(impl, "evaluate_model", Code("model", model), Code("train_loader", train_loader),
