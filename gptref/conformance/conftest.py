@@ -26,6 +26,9 @@ come from ``plugin.py``, the pytest plugin installed with gptref.
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
+
 import pytest
 
 from gptref.conformance import session
@@ -43,6 +46,7 @@ ORDER = ("test_data.py", "test_book_data.py", "test_edge_cases.py", "test_loss.p
          "test_schedule.py", "test_train_step.py", "test_generate.py", "test_book_parts.py",
          "test_book_loop.py")  # fmt: skip
 MAX_OUTPUT = 4000  # characters of captured output shown per report section
+SUITE = Path(__file__).resolve().parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -111,21 +115,25 @@ def pytest_runtest_call(item: pytest.Item):
     if missing:
         _not_provided(item, f"{impl.name} has no {', '.join(missing)}")
     guard = item.config.stash.get(session.GUARD_KEY, None)
-    stopped = None
+    failure = None
     try:
         if guard is None:
             return (yield)
         with guard.test(item.name):
             return (yield)
     except ImplementationStopped as e:  # an exit or a hang: the message names the call
-        stopped = str(e)
+        failure = str(e)
     except NotImplementedError as e:  # raised outside a Call (which turns it into a skip)
         _not_provided(item, f"{impl.name} raised NotImplementedError({e})")
     except pytest.skip.Exception as e:
         if str(e).startswith("not provided:"):  # from a Call: fails when the level is required
             _not_provided(item, str(e).removeprefix("not provided: "))
         raise
-    pytest.fail(stopped, pytrace=False)  # outside the except: no "during handling of" chain
+    except Exception as e:
+        failure = raised_by_implementation(e, impl, guard)
+        if failure is None:  # the suite's own assertion, or an error of the suite
+            raise
+    pytest.fail(failure, pytrace=False)  # outside the except: no "during handling of" chain
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -141,6 +149,52 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             for name in uses.args if uses else ():
                 impl.failed.setdefault(name, item.name)
     return report
+
+
+def raised_by_implementation(e: Exception, impl: Implementation, guard) -> str | None:
+    """An exception raised inside the implementation's code (a frame of its files in the
+    traceback), as one failure whose first line names the function: "generate: raised
+    IndexError: ... (at mymod.py:12, in generate: ...)", then the reproduce line. None for an
+    exception of the suite itself (its assertions)."""
+    roots = implementation_files(impl)
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if _within(f.filename, roots)]
+    if not frames:
+        return None
+    where = frames[-1]
+    call = getattr(e, "_gptref_call", None)
+    if call is not None:
+        name, listing = call.describe()
+    elif guard is not None and guard.last is not None:  # in what a call returned
+        name, listing = guard.last()
+    else:
+        name, listing = where.name, ""
+    text = " ".join(str(e).split()) or "(no message)"
+    text = text if len(text) <= 500 else text[:500] + " ..."
+    line = f": {where.line.strip()}" if where.line else ""
+    message = f"{name}: raised {type(e).__name__}: {text} (at {Path(where.filename).name}:{where.lineno}, in {where.name}{line})"  # fmt: skip
+    if listing:
+        message += f"\n  reproduce: {listing}"
+    notes = [n for n in getattr(e, "__notes__", ()) if not n.startswith("gptref conformance: raised by")]  # fmt: skip
+    return "\n".join([message, *notes])
+
+
+def implementation_files(impl: Implementation) -> list[Path]:
+    """The files and package folders of the implementation's modules, the suite excluded (its
+    shipped adapters included)."""
+    roots = []
+    for m in impl.modules:
+        file = getattr(m, "__file__", None)
+        if file:
+            path = Path(file).resolve()
+            roots.append(path.parent if path.name == "__init__.py" else path)
+    return roots
+
+
+def _within(filename: str, roots: list[Path]) -> bool:
+    path = Path(filename).resolve()
+    if SUITE in path.parents and SUITE / "adapters" not in path.parents:
+        return False
+    return any(path == root or root in path.parents for root in roots)
 
 
 def _drop_suite_notes(exc: BaseException) -> None:

@@ -12,6 +12,7 @@ raises, the exception carries the call as a note, and a wrong result fails with:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -172,6 +173,8 @@ class Call(Verdicts):
             pytest.skip(f"not provided: {self.impl.name}.{self.fn} raised NotImplementedError({e})")
         except Exception as e:
             add_note(e, f"gptref conformance: raised by\n  reproduce: {self.listing()}")
+            with contextlib.suppress(AttributeError):
+                e._gptref_call = self  # the conftest names the call in the failure's first line
             raise
 
 

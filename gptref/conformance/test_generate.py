@@ -38,10 +38,13 @@ def supported(impl, temperature, top_k=None, eos_id=None):
     )
 
 
-def run(impl, seed: int | None, model, rows, *args, **kwargs) -> tuple[Call, torch.Tensor]:
-    """generate(model, tensor(rows), *args, **kwargs) after torch.manual_seed(seed)."""
+def run(impl, seed: int | None, model, rows, *args) -> tuple[Call, torch.Tensor]:
+    """generate(model, tensor(rows), max_new_tokens, context_size, temperature=..., top_k=...,
+    eos_id=...) after torch.manual_seed(seed): the options by keyword, so that a reproduce line
+    names them."""
     setup = [] if seed is None else [f"torch.manual_seed({seed})"]
-    call = Call(impl, "generate", model, torch.tensor(rows), *args, setup=setup, **kwargs)
+    options = dict(zip(("temperature", "top_k", "eos_id"), args[2:], strict=False))
+    call = Call(impl, "generate", model, torch.tensor(rows), *args[:2], setup=setup, **options)
     if seed is not None:
         torch.manual_seed(seed)
     return call, call()
