@@ -34,7 +34,9 @@ def test_an_exit_at_import_is_one_line_naming_the_module_and_a_failing_status(tm
     assert LEVELS not in done.stdout and "Traceback" not in done.stderr, shown(done)
 
 
-@pytest.mark.parametrize("how", ["os._exit(0)", "sys.exit(0)"])
+@pytest.mark.parametrize(
+    "how", ["os._exit(0)", pytest.param("sys.exit(0)", marks=pytest.mark.slow)]
+)
 def test_an_exit_inside_a_call_fails_that_test_naming_the_call_and_the_run_reaches_its_verdict(
     tmp_path, how
 ):
