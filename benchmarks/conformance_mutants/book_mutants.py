@@ -18,8 +18,8 @@ BOOK_MUTANTS: tuple[Mutant, ...] = (
     # ------------------------------------------------------------ appendix D: the schedule
     Mutant("warmup_one_step_ahead", "the warmup starts one increment above initial_lr",
            "initial_lr + global_step * (peak_lr", "initial_lr + (global_step + 1) * (peak_lr", nth=1, at_fault="train_model", argument="lr"),
-    Mutant("warmup_one_step_long", "the warmup runs one step past warmup_steps",
-           "if global_step < warmup_steps:\n        return", "if global_step <= warmup_steps:\n        return", at_fault="train_model", argument="lr"),
+    Mutant("warmup_too_slow", "the warmup's increment divides by warmup_steps + 1 (it never reaches peak_lr)",
+           "(peak_lr - initial_lr) / warmup_steps\n", "(peak_lr - initial_lr) / (warmup_steps + 1)\n", at_fault="train_model", argument="lr"),
     Mutant("warmup_from_zero", "the warmup line starts at 0, not initial_lr",
            "return initial_lr + global_step * (peak_lr - initial_lr) / warmup_steps", "return global_step * peak_lr / warmup_steps", at_fault="train_model", argument="lr"),
     Mutant("cosine_exact_denominator", "decays over total_steps - 1 - warmup_steps (not appendix D's)",

@@ -155,9 +155,9 @@ def test_loader_loss_of_no_batches_is_nan(impl, num_batches):
     """A loader with no batches gives nan (the book's convention), for every weighting."""
     model = models.ConstantLogits(torch.zeros(3))
     setup = [f"model = {source(model)}"]
-    calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches, setup=setup))]  # fmt: skip
+    calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches=num_batches, setup=setup))]  # fmt: skip
     for w in impl.loader_loss_weightings:
-        calls.append((w, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches, setup=setup, weighting=w)))  # fmt: skip
+        calls.append((w, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches=num_batches, setup=setup, weighting=w)))  # fmt: skip
     for weighting, call in calls:
         loss = float(call())
         call.check(math.isnan(loss), f'"{weighting}" loss of no batches', float("nan"), loss)

@@ -39,12 +39,13 @@ def supported(impl, temperature, top_k=None, eos_id=None):
 
 
 def run(impl, seed: int | None, model, rows, *args) -> tuple[Call, torch.Tensor]:
-    """generate(model, tensor(rows), max_new_tokens, context_size, temperature=..., top_k=...,
-    eos_id=...) after torch.manual_seed(seed): the options by keyword, so that a reproduce line
-    names them."""
+    """generate(model, tensor(rows), max_new_tokens=..., context_size=..., temperature=...,
+    top_k=..., eos_id=...) after torch.manual_seed(seed): the book's names, by keyword, so that
+    a reproduce line names every argument."""
     setup = [] if seed is None else [f"torch.manual_seed({seed})"]
-    options = dict(zip(("temperature", "top_k", "eos_id"), args[2:], strict=False))
-    call = Call(impl, "generate", model, torch.tensor(rows), *args[:2], setup=setup, **options)
+    names = ("max_new_tokens", "context_size", "temperature", "top_k", "eos_id")
+    options = dict(zip(names, args, strict=False))
+    call = Call(impl, "generate", model, torch.tensor(rows), setup=setup, **options)
     if seed is not None:
         torch.manual_seed(seed)
     return call, call()
@@ -213,5 +214,5 @@ def test_generate_text_simple_is_greedy_without_grad(impl, rows, n, ctx, trainin
 
 
 def run_simple(impl, model, rows, n, ctx) -> tuple[Call, torch.Tensor]:
-    call = Call(impl, "generate_text_simple", model, torch.tensor(rows), n, ctx)
+    call = Call(impl, "generate_text_simple", model, torch.tensor(rows), max_new_tokens=n, context_size=ctx)  # fmt: skip
     return call, call()

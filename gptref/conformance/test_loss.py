@@ -152,10 +152,10 @@ def weighting_calls(impl, batches, model, num_batches) -> list[tuple[str, Call]]
     """(weighting, call) for the default call (the declared weighting) and each keyword one;
     the calls show the model and the batches as setup lines, so they stay readable."""
     setup = [f"model = {source(model)}", f"batches = {source(batches)}"]
-    args = (Code("batches", batches), Code("model", model), "cpu", num_batches)
-    calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", *args, setup=setup))]
+    args = (Code("batches", batches), Code("model", model), "cpu")
+    calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", *args, setup=setup, num_batches=num_batches))]  # fmt: skip
     for w in impl.loader_loss_weightings:
-        calls.append((w, Call(impl, "calc_loss_loader", *args, setup=setup, weighting=w)))
+        calls.append((w, Call(impl, "calc_loss_loader", *args, setup=setup, num_batches=num_batches, weighting=w)))  # fmt: skip
     return calls
 
 
