@@ -33,7 +33,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptref.conformance import models
-from gptref.conformance.oracles import oracle_train_model, oracle_train_model_simple
+from gptref.conformance.loop_oracles import oracle_train_model, oracle_train_model_simple
 from gptref.conformance.repro import Call, Code, add_note, source
 from gptref.conformance.tokenizer import CharTokenizer
 

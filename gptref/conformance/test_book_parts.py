@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptref.conformance import models
-from gptref.conformance.oracles import oracle_evaluate, oracle_sample
+from gptref.conformance.loop_oracles import oracle_evaluate, oracle_sample
 from gptref.conformance.repro import Call, Code, source
 from gptref.conformance.tokenizer import CharTokenizer
 
