@@ -66,7 +66,8 @@ def loop_cases(draw, appendix_d: bool = False):
     case["n_train"] = max(case["n_train"], case["batch_size"])  # drop_last keeps >= 1 batch
     if appendix_d:
         steps = (case["n_train"] // case["batch_size"]) * case["num_epochs"]
-        case["warmup_steps"] = draw(st.integers(1, max(1, steps)))
+        # mostly two or more steps after the warmup, so that the cosine's progress passes 0
+        case["warmup_steps"] = draw(st.integers(1, max(1, steps - 2)) | st.integers(1, max(1, steps)))  # fmt: skip
         case["peak_lr"] = draw(st.sampled_from([0.1, 0.5]))
         case["initial_lr"] = draw(st.sampled_from([0.0, 3e-05, 0.01]))
         case["min_lr"] = draw(st.sampled_from([0.0, 1e-6, 0.05]))
