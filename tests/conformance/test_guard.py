@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.suite_runs import ROOT, failures, module, shown, suite, variant
+from tests.helpers import ROOT, failures, module, shown, suite, variant
 
 BOOK = "from examples.book_style import *  # noqa: F403\n"
 LEVELS = "gptref conformance: levels"

@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.suite_runs import ROOT
+from tests.helpers import ROOT
 
 SUITE = ROOT / "gptref" / "conformance"
-# what the suite may import of gptref: the core (the book) and the suite's own modules
-CORE = {"tokenizer", "data", "loader", "model", "loss", "schedule", "step", "loop", "generation",
-        "state", "rng", "_check"}  # fmt: skip
+# what the suite may import of gptref: the core (the book; gpt_config is model.py's config) and
+# the suite's own modules (tests/test_architecture.py checks the layers of the whole package)
+CORE = {"tokenizer", "data", "loader", "model", "gpt_config", "loss", "schedule", "step", "loop",
+        "generation", "state", "rng", "_check"}  # fmt: skip
 
 
 def imported(path: Path) -> set[str]:

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.suite_runs import ROOT, failures, module, shown, suite, variant
+from tests.helpers import ROOT, failures, module, shown, suite, variant
 
 SAMPLE_LINES = {  # the per-epoch sample of each loop in book_style.py, with what precedes it
     "simple": ('print(f"Ep {epoch + 1} (Step {global_step:06d}): {train_loss:.3f} {val_loss:.3f}")\n'
