@@ -174,7 +174,7 @@ def raised_by_implementation(e: Exception, impl: Implementation, guard) -> str |
     message = f"{name}: raised {type(e).__name__}: {text} (at {Path(where.filename).name}:{where.lineno}, in {where.name}{line})"  # fmt: skip
     if listing:
         message += f"\n  reproduce: {listing}"
-    notes = [n for n in getattr(e, "__notes__", ()) if not n.startswith("gptref conformance: raised by")]  # fmt: skip
+    notes = [n for n in getattr(e, "__notes__", ()) if not n.startswith("gptref conformance: raised by") and not _points_into_suite(n)]  # fmt: skip
     return "\n".join([message, *notes])
 
 
@@ -203,7 +203,11 @@ def _drop_suite_notes(exc: BaseException) -> None:
     ``@reproduce_failure`` blob (for editing the suite's own tests)."""
     notes = getattr(exc, "__notes__", None)
     if notes:
-        notes[:] = [n for n in notes if not (n.startswith("Explanation:") or "@reproduce_failure(" in n)]  # fmt: skip
+        notes[:] = [n for n in notes if not _points_into_suite(n)]
+
+
+def _points_into_suite(note: str) -> bool:
+    return note.startswith("Explanation:") or "@reproduce_failure(" in note
 
 
 def _cut(text: str) -> str:

@@ -176,11 +176,12 @@ def test_a_window_count_error_reads_as_a_count(tmp_path):
 
 
 def test_one_bug_is_one_failure_with_nothing_that_points_into_the_suite(tmp_path):
-    """A split that raises TypeError on tensors and cuts lists one too far: shrunk fully,
-    its test fails once (no group of distinct failures), without Hypothesis's Explanation
-    lines or its @reproduce_failure blob (they name lines of the suite)."""
+    """A split that raises IndexError on one item and cuts longer data one too far: shrunk
+    fully, its test fails once (where Hypothesis found "2 distinct failures" and reported an
+    ExceptionGroup), without Hypothesis's Explanation lines or its @reproduce_failure blob
+    (they name lines of the suite)."""
     bugs = ("\n\ndef split(data, train_ratio=0.9):  # noqa: F811\n"
-            "    if isinstance(data, torch.Tensor):\n        raise TypeError('no tensors')\n"
+            "    if len(data) == 1:\n        raise IndexError('one item')\n"
             "    k = int(train_ratio * len(data)) + (len(data) > 1)\n"
             "    return data[:k], data[k:]\n")  # fmt: skip
     path = variant(tmp_path, "split_two_ways_wrong", append=bugs)
