@@ -24,7 +24,8 @@ Around it, each folder a layer that may import only the layers listed before it:
     fast/           FastPaths (every opt-in speed and memory switch), distributed (torchrun/DDP)
     corpus/         token files, text and prepared corpora, and their writer (gptref prepare)
     plan/           the analytic training-memory model and the batch/lever planner
-    run/            RunConfig, checkpoints and snapshots, resuming, run directories, train_run
+    run/            RunConfig, checkpoints and snapshots, resuming, run directories, train_run,
+                    load_model (a trained model from any folder of a run)
     weights/        Hugging Face GPT-2 safetensors and the book's model.pth
     bench/          measure, FLOPs, sweeps, fast-path and lever comparisons (gptref bench)
     track/          regression tracking across commits and torch versions (gptref track)
@@ -76,6 +77,7 @@ _EXPORTS = {
         "gptref.run.config": "RunConfig",
         "gptref.run.checkpoint": "load_checkpoint load_config save_checkpoint",
         "gptref.run.job": "train_run",
+        "gptref.run.pretrained": "load_model",
         "gptref.weights.pth": "load_state_dict save_state_dict",
         "gptref.weights.hf": "config_from_hf export_hf gptref_to_hf hf_to_gptref import_hf "
         "load_hf_safetensors",

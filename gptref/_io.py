@@ -91,23 +91,40 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 @contextlib.contextmanager
 def exclusive(lock_file: Path, busy: Callable[[str], Exception]) -> Iterator[None]:
     """Hold an advisory lock on ``lock_file`` for the block (created if need be; it records
-    this process's pid). Held elsewhere: ``raise busy(owner)``, owner as the holder wrote it.
-    The kernel drops the lock when the holder dies, so a killed process never leaves it."""
+    this process's pid, and is removed when the block ends). Held elsewhere: ``raise
+    busy(owner)``, owner as the holder wrote it. The kernel drops the lock when the holder
+    dies, so a killed process never keeps it (its file stays, and is locked again)."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
         return
-    with open(lock_file, "a+") as handle:
+    while True:
+        handle = open(lock_file, "a+")  # noqa: SIM115 - closed below, or on leaving the block
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            raise busy(handle.read().strip() or "another process") from None
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise busy(owner) from None
+        if _is_at(handle, lock_file):
+            break
+        handle.close()  # its holder removed it between our open and flock: lock the new one
+    with handle:
         handle.seek(0)
         handle.truncate()
         handle.write(f"gptref process {os.getpid()}\n")
         handle.flush()
         try:
             yield
-        finally:
+        finally:  # removed while still held, so no one can lock the name's old file after us
+            lock_file.unlink(missing_ok=True)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_at(handle: Any, path: Path) -> bool:
+    """Whether the open file ``handle`` is the file ``path`` names now."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False

@@ -16,7 +16,8 @@ def device_flag() -> Any:
 
 
 def checkpoint_flag() -> Any:
-    return required("a run directory or its checkpoint/", metavar="DIR")
+    return required("a run folder, its checkpoint/ or a snapshot in it (checkpoint/save-*)",
+                    metavar="DIR")  # fmt: skip
 
 
 def no_progress_flag() -> Any:

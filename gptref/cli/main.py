@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import sys
 import types
 import typing
@@ -138,11 +139,62 @@ def from_flags(cls: type, given: Mapping[str, Any]) -> Any:
     return cls(**values.get(cls, {}))
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's help, but arguments passed on as they are (``nargs=REMAINDER``) show as
+    optional, ``[PYTEST_ARGS ...]``, which they are."""
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if action.nargs == argparse.REMAINDER:
+            return f"[{self._metavar_formatter(action, default_metavar)(1)[0]} ...]"
+        return super()._format_args(action, default_metavar)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (no usage block) naming the help to read."""
+    """argparse, but a usage mistake is one line (no usage block) naming the help to read,
+    and a mistyped choice (a subcommand, ``--device cpuu``) suggests the closest one:
+    argparse's own ``suggest_on_error`` where it has it (Python 3.14), else difflib's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if SUGGESTS:
+            kwargs.setdefault("suggest_on_error", True)
+        kwargs.setdefault("formatter_class", Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as e:
+            close = did_you_mean(str(value), [str(c) for c in action.choices or ()])
+            if SUGGESTS or not close or repr(value) not in e.message:
+                raise
+            message = e.message.replace(repr(value), f"{value!r} ({close})", 1)
+            raise argparse.ArgumentError(action, message) from None
+
+
+SUGGESTS = sys.version_info >= (3, 14)  # argparse's suggest_on_error
+
+
+def did_you_mean(word: str, candidates: list[str]) -> str:
+    """``"did you mean 'train'?"`` for the candidate closest to ``word``, or ``""``."""
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+def _unrecognized(
+    parser: argparse.ArgumentParser, ns: dict[str, Any], extras: list[str]
+) -> NoReturn:
+    """Arguments no parser took: an error from the (sub)command's own parser, so that it
+    points to ``gptref train --help``, with the closest flag of that command."""
+    parser = ns.get("_parser", parser)
+    flags = ["--help", "--debug"] + (
+        [flag_name(f) for f, _ in flag_fields(ns["_args"])] if "_args" in ns else ["--version"]
+    )
+    hints = [did_you_mean(arg.split("=")[0], flags) for arg in extras if arg.startswith("-")]
+    hint = next((f" ({h})" for h in hints if h), "")
+    parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,20 +219,25 @@ def build_parser() -> argparse.ArgumentParser:
         actions = getattr(command, "ACTIONS", None)
         if actions is None:
             add_flags(p, command.Args)
-            p.set_defaults(_args=command.Args, _main=command.main)
+            p.set_defaults(_args=command.Args, _main=command.main, _parser=p)
             continue
         asub = p.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
+        p.set_defaults(_parser=p)
         for name, (help_text, args_cls, function) in actions.items():
             a = asub.add_parser(name, help=help_text, description=help_text, parents=[common])
             add_flags(a, args_cls)
-            a.set_defaults(_args=args_cls, _main=function)
+            a.set_defaults(_args=args_cls, _main=function, _parser=a)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    ns = vars(parser.parse_args(argv))
+    parsed, extras = parser.parse_known_args(argv)
+    ns = vars(parsed)
+    if extras:
+        _unrecognized(parser, ns, extras)
     command, debug = ns.pop("command", None), ns.pop("debug", False)
+    ns.pop("_parser", None)
     if command is None:
         parser.print_help()
         return 0

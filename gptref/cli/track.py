@@ -49,8 +49,8 @@ class RecordArgs:
     store: str = setting(STORE, "the store folder (pytest-benchmark layout)", metavar="DIR")
     label: str | None = setting(None, "the run's name (default: commit and torch version)")
     src: str | None = setting(
-        None, "the gptref to measure: a checkout's folder or a git revision (default: this "
-        "checkout)", metavar="DIR|REV",
+        None, "the gptref to measure: a checkout's folder or a git revision (default: the "
+        "checkout that holds the current folder)", metavar="DIR|REV",
     )  # fmt: skip
     python: str | None = _python()
     bench: str = _bench()
@@ -94,6 +94,10 @@ class CheckArgs:
     )  # fmt: skip
     counts_only: bool = setting(False, "instructions, ops and peak bytes only: deterministic, "
                                 "no timing (the CI form)")  # fmt: skip
+    src: str | None = setting(
+        None, "the gptref checkout to check (default: the one that holds the current folder)",
+        metavar="DIR",
+    )  # fmt: skip
     bench: str = _bench()
     rounds: int = setting(ROUNDS, "interleaved round pairs (timed)", metavar="N")
     update: bool = setting(False, "--counts-only: write the counts measured now as the baseline")
@@ -112,25 +116,45 @@ def _names(text: str) -> list[str]:
 
 
 def _here() -> Path:
-    """The checkout this gptref runs from."""
-    import gptref
-
-    return Path(gptref.__file__).resolve().parent.parent
+    """The checkout to measure when none is named: the one that holds the current folder (a
+    folder with gptref/__init__.py, the current one or above it), never the one gptref
+    happens to be installed from."""
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        if (folder / "gptref" / "__init__.py").is_file():
+            return folder
+    raise ValueError(f"{cwd} is in no gptref checkout: run gptref track from inside one, or "
+                     "name the trees to measure (--src, --a/--b: a checkout's folder)")  # fmt: skip
 
 
 def _side(label: str, spec: str, python: str | None, stack):
-    """A side from a folder or a git revision (exported for as long as ``stack`` lives)."""
+    """A side from a folder or a git revision (exported for as long as ``stack`` lives);
+    prints which tree it is (path and commit)."""
     from gptref.track.abtest import Side, exported, is_git_revision
 
     folder = Path(spec)
     if folder.is_dir() and (folder / "gptref" / "__init__.py").is_file():
-        return Side(label, str(folder.resolve()), python or sys.executable), str(folder.resolve())
-    commit = is_git_revision(spec, _here())
+        folder = folder.resolve()
+        print(f"{label}: the tree at {folder} ({_state(folder)})", flush=True)
+        return Side(label, str(folder), python or sys.executable), str(folder)
+    repo = _here()
+    commit = is_git_revision(spec, repo)
     if commit is None:
         raise ValueError(f"{spec!r} is neither a gptref checkout's folder nor a git revision of "
-                         f"{_here()}")  # fmt: skip
-    src = stack.enter_context(exported(commit, _here()))
+                         f"{repo}")  # fmt: skip
+    print(f"{label}: {spec} = commit {commit[:10]} of {repo} (its tree, exported)", flush=True)
+    src = stack.enter_context(exported(commit, repo))
     return Side(label, str(src), python or sys.executable), commit
+
+
+def _state(folder: Path) -> str:
+    """A checkout's commit as git sees it, for the line that names a measured tree."""
+    from gptref.track.abtest import commit_info
+
+    info = commit_info(folder)
+    if info["id"] is None:
+        return "not a git checkout"
+    return f"commit {info['id'][:10]}" + (", with uncommitted changes" if info["dirty"] else "")
 
 
 def _commit(ref: str) -> dict[str, Any]:
@@ -246,7 +270,7 @@ def compare(args: CompareArgs) -> int:
             "a": args.a, "b": args.b, "verdicts": [v.to_dict() for v in verdicts],
             "samples": rounds.samples, "order": rounds.order,
         }, indent=1) + "\n")  # fmt: skip
-    return 0
+    return 1 if any(v.regression for v in verdicts) else 0
 
 
 def _check_rounds(rounds: int) -> None:
@@ -274,6 +298,8 @@ def report(args: ReportArgs) -> int:
 
 
 def check(args: CheckArgs) -> int:
+    if args.src is not None and not (Path(args.src) / "gptref" / "__init__.py").is_file():
+        raise ValueError(f"--src {args.src}: not a gptref checkout (no gptref/__init__.py there)")
     if args.counts_only:
         return _check_counts(args)
     if args.baseline is None:
@@ -286,7 +312,7 @@ def check(args: CheckArgs) -> int:
     _check_rounds(args.rounds)
     with contextlib.ExitStack() as stack:
         base, _ = _side("baseline", args.baseline, None, stack)
-        here, _ = _side("current", str(_here()), None, stack)
+        here, _ = _side("current", args.src or str(_here()), None, stack)
         rounds = interleave([base, here], names, args.rounds)
     verdicts = rounds.verdicts("baseline", "current", _thresholds(None, names))
     for v in verdicts:
@@ -299,11 +325,13 @@ def _check_counts(args: CheckArgs) -> int:
     from gptref.track.counts import compare_counts, count_key
 
     names = _names(args.bench)
-    path = Path(args.baseline or _here() / COUNTS_BASELINE)
+    path = Path(args.baseline or (Path(args.src) if args.src else _here()) / COUNTS_BASELINE)
     if not args.update and not path.is_file():
         raise ValueError(f"{path}: no counts baseline; write one with gptref track check "
                          "--counts-only --update")  # fmt: skip
-    side = Side("current", str(_here()))
+    tree = Path(args.src).resolve() if args.src else _here()
+    print(f"current: the tree at {tree} ({_state(tree)})", flush=True)
+    side = Side("current", str(tree))
     counts = _count_report(side, names)
     env = side.run("env", [])["env"]
     key = count_key(env)
@@ -338,9 +366,10 @@ def _check_counts(args: CheckArgs) -> int:
 # ACTION -> (help, its Args, its function)
 ACTIONS = {
     "record": ("run the suite and add it to the store", RecordArgs, record),
-    "compare": ("two builds in interleaved rounds: ratio, interval, significance", CompareArgs,
-                compare),
+    "compare": ("two builds in interleaved rounds: ratio, interval, significance; exit 1 when B "
+                "regressed beyond the threshold", CompareArgs, compare),
     "report": ("the store's history as index.html and trend.png", ReportArgs, report),
-    "check": ("the gate: exit 1 on a significant regression (or a count) beyond its threshold",
+    "check": ("the gate: the checkout that holds the current folder (or --src) against "
+              "--baseline; exit 1 on a significant regression (or a count) beyond its threshold",
               CheckArgs, check),
 }  # fmt: skip

@@ -21,7 +21,7 @@ from gptref._check import FieldError, check_int
 from gptref._setting import nested, setting
 from gptref.cli.common import Device, device_flag, no_progress_flag
 from gptref.fast.paths import FAST
-from gptref.run.config import RunConfig, book
+from gptref.run.config import RunConfig, book, book_text_mismatch
 
 NAME = "train"
 HELP = "train a GPT and evaluate it (default: a small model on the built-in corpus)"
@@ -111,6 +111,9 @@ def main(args: Args) -> int:
     from gptref.run.job import train_run
 
     log = functools.partial(print, file=sys.stderr) if args.json else print
+    mismatch = book_text_mismatch(args.text) if args.book and args.resume is None else None
+    if mismatch:  # the run goes on: the book's settings are worth having on any text
+        print(f"gptref train: warning: {mismatch}", file=sys.stderr)
     summary = train_run(
         args.run, texts=args.text, data=args.data, out=out, device=args.device,
         prompt=args.prompt, resume=args.resume, progress=not args.no_progress,

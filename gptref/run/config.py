@@ -14,7 +14,9 @@ batch_size must be >= 1, got 0``; the CLI says the same about ``--batch-size``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gptref._check import FieldError, check_choice, check_int, check_number
@@ -149,3 +151,30 @@ def book() -> RunConfig:
         preset="124M", context=256, stride=256, batch_size=2, epochs=10, lr=4e-4,
         weight_decay=0.1, eval_freq=5, eval_iter=5, seed=123, book_mode_loaders=True,
     )  # fmt: skip
+
+
+# the book's corpus, the-verdict.txt (Edith Wharton's short story), as the book's repository
+# holds it: --book reproduces the book's printed numbers on this file, byte for byte, only
+BOOK_TEXT_URL = (
+    "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/"
+    "the-verdict.txt"
+)
+BOOK_TEXT_SHA256 = "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f"
+
+
+def book_text_mismatch(texts: Sequence[str | Path] | None) -> str | None:
+    """The ``--text`` files of a ``--book`` run -> why its numbers will not be the book's (one
+    line: the file, its SHA-256, where the book's copy is), or None for the book's copy of
+    the-verdict.txt. A file that cannot be read is left to the run's own error."""
+    where = f"the book's the-verdict.txt is {BOOK_TEXT_URL} (SHA-256 {BOOK_TEXT_SHA256[:16]}...)"
+    if not texts or len(texts) != 1:
+        given = "no --text (the built-in corpus)" if not texts else f"{len(texts)} --text files"
+        return f"--book reproduces the book's numbers on one file, given {given}; {where}"
+    try:
+        digest = hashlib.sha256(Path(texts[0]).read_bytes()).hexdigest()
+    except OSError:
+        return None
+    if digest == BOOK_TEXT_SHA256:
+        return None
+    return (f"{texts[0]} has SHA-256 {digest[:16]}..., so the numbers will not be the book's; "
+            f"{where}")  # fmt: skip

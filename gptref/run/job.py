@@ -144,11 +144,25 @@ def _train_run(run, group, texts, data, out, device, prompt, resume, progress, s
     if group is not None and group.rank != 0:  # rank 0 owns the directory for all
         return _train(run, group, texts, data, out, device, prompt, resume, progress, say, given,
                       options)  # fmt: skip
-    with locked(out):
-        if resume is None:
-            claim(out, overwrite=options["overwrite"])
-        return _train(run, group, texts, data, out, device, prompt, resume, progress, say, given,
-                      options)  # fmt: skip
+    created = [f for f in (out, *out.parents) if not f.exists()]  # the folders this run makes
+    try:
+        with locked(out):
+            if resume is None:
+                claim(out, overwrite=options["overwrite"])
+            return _train(run, group, texts, data, out, device, prompt, resume, progress, say,
+                          given, options)  # fmt: skip
+    except BaseException:
+        _remove_empty(created)  # a run that could not start leaves no folder behind
+        raise
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each of ``folders`` (innermost first) that is empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the run had started), or gone already
+            return
 
 
 def _train(run, group, texts, data, out, device, prompt, resume, progress, say, given, options):
@@ -194,9 +208,6 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     total = run.total_steps(steps_per_epoch)
     if continuing and saved_step(out / CHECKPOINT) >= total:
         return {"complete": True, "steps": total, "run_dir": str(out), "rank": rank}
-    if main_rank:
-        out.mkdir(parents=True, exist_ok=True)
-        RunRecord(run, mcfg.to_dict(), corpus.record(), world_size).write(out)
 
     micro = -(-run.batch_size // run.accumulation_steps)
     need = estimate_training_memory(
@@ -220,6 +231,9 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
             lr_at, peak_lr=run.lr, total_steps=total, warmup_steps=run.warmup,
             min_lr=run.min_lr if run.min_lr is not None else 0.0,
         )  # fmt: skip
+    if main_rank:  # the run starts: from here on its folder holds its record
+        out.mkdir(parents=True, exist_ok=True)
+        RunRecord(run, mcfg.to_dict(), corpus.record(), world_size).write(out)
     tensorboard = out / "tensorboard" if options["tensorboard"] and main_rank else None
     metrics = MetricsLog(out / "metrics.jsonl", steps_per_epoch, tensorboard)
     n_params = sum(p.numel() for p in base_model.parameters())

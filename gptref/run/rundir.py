@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,8 @@ def locked(directory: Path) -> contextlib.AbstractContextManager:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A run directory or a checkpoint directory -> the checkpoint directory."""
+    """A run directory, a checkpoint directory or one snapshot of it -> the checkpoint
+    directory (or that snapshot)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no checkpoint directory at {path}: no such directory")
@@ -125,8 +127,8 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, device: torch.device) -> tuple[GPTModel, RunRecord | None]:
-    """A run or checkpoint directory -> (its model in eval mode on ``device``, the run's record
-    when ``path`` is a run directory, else None)."""
+    """A run directory, its checkpoint directory or one of its snapshots -> (its model in eval
+    mode on ``device``, the run's record; None for a checkpoint that belongs to no run)."""
     ckpt = find_checkpoint(path)
     try:
         cfg = GPTConfig.from_dict(load_config(ckpt))
@@ -137,9 +139,19 @@ def load_model(path: str | Path, device: torch.device) -> tuple[GPTModel, RunRec
                       "is its config.json right?")  # fmt: skip
     model = GPTModel(cfg)
     load_checkpoint(ckpt, model)
-    run_dir = ckpt.parent if ckpt.name == CHECKPOINT else None
-    record = RunRecord.read(run_dir) if run_dir and (run_dir / CONFIG).is_file() else None
+    run_dir = run_of(ckpt)
+    record = RunRecord.read(run_dir) if run_dir is not None else None
     return model.to(device).eval(), record
+
+
+def run_of(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint directory (``RUN/checkpoint``) or one of its snapshots
+    (``RUN/checkpoint/save-*``) belongs to: the one with a run record there; else None."""
+    folder = Path(os.path.abspath(checkpoint))  # "." too; symlinks as they are
+    for run in (folder.parent, folder.parent.parent):
+        if run / CHECKPOINT in (folder, folder.parent) and (run / CONFIG).is_file():
+            return run
+    return None
 
 
 class MetricsLog:

@@ -87,7 +87,7 @@ EXPECTED = {
         "--levers",
         "--json",
     ],
-    "conformance": ["impl", "--allow-missing", "pytest_args"],
+    "conformance": ["impl", "--allow-missing", "--require", "pytest_args"],
     "track record": [
         "--store",
         "--label",
@@ -111,7 +111,7 @@ EXPECTED = {
         "--json",
     ],
     "track report": ["--store", "--out"],
-    "track check": ["--baseline", "--counts-only", "--bench", "--rounds", "--update"],
+    "track check": ["--baseline", "--counts-only", "--src", "--bench", "--rounds", "--update"],
 }
 
 

@@ -198,7 +198,7 @@ def test_an_interrupted_prepare_leaves_the_previous_output_whole(sources, tmp_pa
     as they were, no temporary file is left, and a fresh directory gets no output at all."""
     out = tmp_path / "out"
     before = prepare(sources[2:], out, progress=False).manifest
-    files = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".lock"}
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
     real, calls = prepare_module.exact_pieces, []
 
     def interrupted(blocks, piece_chars):
@@ -213,10 +213,10 @@ def test_an_interrupted_prepare_leaves_the_previous_output_whole(sources, tmp_pa
         calls.clear()
         with pytest.raises(KeyboardInterrupt):
             prepare(sources[1:], target, piece_chars=4096, progress=False)
-    # (.lock is prepare's lock file: empty of output, and kept so the lock has one inode)
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".lock"} == files
+    # (.lock, prepare's lock file, is removed when the lock is released)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
     assert PreparedCorpus.open(out).manifest == before
-    assert [p.name for p in (tmp_path / "fresh").iterdir()] == [".lock"]
+    assert [p.name for p in (tmp_path / "fresh").iterdir()] == []
 
 
 # ---------------------------------------------------------------- memory-mapped loaders

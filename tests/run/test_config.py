@@ -8,7 +8,7 @@ import pytest
 
 from gptref._check import FieldError
 from gptref.fast.paths import FAST, REFERENCE, FastPaths
-from gptref.run.config import RunConfig, book
+from gptref.run.config import RunConfig, book, book_text_mismatch
 
 
 @pytest.mark.parametrize(
@@ -90,3 +90,16 @@ def test_model_config_applies_the_model_side_fast_paths():
     cfg = run.model_config()
     assert (cfg.context_length, cfg.attn_impl, cfg.fused_layers) == (16, "sdpa", True)
     assert cfg.vocab_pad_multiple == 64 and cfg.emb_dim == 32
+
+
+def test_book_text_mismatch_accepts_the_books_copy_only(tmp_path, verdict_text):
+    """--book's check of its --text: the book's the-verdict.txt (read from ../shared/data,
+    byte for byte) passes; one character changed, two files or none are each named."""
+    book_copy, edited = tmp_path / "the-verdict.txt", tmp_path / "edited.txt"
+    book_copy.write_bytes(verdict_text.encode("utf-8"))
+    edited.write_bytes(verdict_text.replace("Jack", "Jock", 1).encode("utf-8"))
+    assert book_text_mismatch([str(book_copy)]) is None
+    assert book_text_mismatch([edited]).startswith(f"{edited} has SHA-256 ")
+    assert "2 --text files" in book_text_mismatch([book_copy, book_copy])
+    assert "the built-in corpus" in book_text_mismatch(None)
+    assert book_text_mismatch([tmp_path / "missing.txt"]) is None  # the run says it, not this
