@@ -11,28 +11,32 @@ read it::
     .lock           held by the process writing the run
 
 A new run goes only into a new or empty directory (``claim``); a running one is locked.
+None of these entries may be a symbolic link (``check_parts``): gptref writes only inside
+the run directory it was given (``gptref._owned``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gptref import snapshots
 from gptref._io import atomic_write_json, atomic_write_text, exclusive
-from gptref.checkpoint import MANIFEST, is_complete, load_checkpoint, load_config, snapshot
+from gptref._owned import Exists, Kind, claim_dir, is_folder, no_links, read_marker, remove
+from gptref.checkpoint import MANIFEST, is_checkpoint, load_checkpoint, load_config, snapshot
 from gptref.config import RunConfig
 from gptref.memory import check_fits_memory, parameter_count
 from gptref.model import GPTConfig, GPTModel
 from gptref.state import History
 
 CHECKPOINT, CONFIG, METRICS, PLOT = "checkpoint", "config.json", "metrics.jsonl", "loss.png"
-LOCK, SUMMARY = ".lock", "summary.json"
+LOCK, SUMMARY, TENSORBOARD = ".lock", "summary.json", "tensorboard"
+PARTS = (CONFIG, METRICS, PLOT, SUMMARY, CHECKPOINT, LOCK, TENSORBOARD)  # what a run writes
 
 
 @dataclass(frozen=True)
@@ -66,38 +70,43 @@ class RunRecord:
 
 
 def is_run(directory: Path) -> bool:
-    """Whether ``directory`` holds a gptref run: a readable run record, or a checkpoint."""
-    try:
-        RunRecord.read(directory)
-        return True
-    except ValueError:
-        return (directory / CHECKPOINT).is_dir() and bool(
-            {"LATEST", "manifest.json"} & {p.name for p in (directory / CHECKPOINT).iterdir()}
-        )
+    """Whether ``directory`` holds a gptref run: a run record (config.json, a regular file
+    that reads as one), or a gptref checkpoint in checkpoint/ (a folder, not a link)."""
+    if read_marker(directory / CONFIG) is not None:
+        with contextlib.suppress(ValueError):
+            RunRecord.read(directory)
+            return True
+    return is_folder(directory / CHECKPOINT) and is_checkpoint(directory / CHECKPOINT)
+
+
+# what a run directory is, to the ownership rule (gptref._owned)
+RUN = Kind("a gptref run", is_run, lambda name: name == LOCK)
+
+
+def check_parts(directory: Path) -> None:
+    """Refuse (one line) a run directory where an entry gptref writes, locks or deletes is a
+    symbolic link: its writes would land outside ``directory``."""
+    if is_folder(directory) or directory.is_dir():
+        no_links(directory, PARTS)
+        if is_folder(directory / CHECKPOINT):
+            no_links(directory / CHECKPOINT, [snapshots.LATEST, snapshots.LOCK])
 
 
 def claim(directory: Path, *, overwrite: bool = False) -> None:
     """Make ``directory`` ready for a new run: it may be new or empty; an earlier run there is
-    refused unless ``overwrite`` (then its files are removed); anything else is refused."""
-    if not directory.exists():
-        return
-    if not directory.is_dir():
-        raise ValueError(f"{directory} exists and is not a directory; choose another run directory")
-    names = {p.name for p in directory.iterdir()} - {LOCK}
-    if not names:
-        return
-    if not is_run(directory):
-        raise ValueError(
-            f"{directory} is not empty and holds no gptref run; choose another run directory"
-        )
-    if not overwrite:
+    refused unless ``overwrite`` (then its files are removed, and only those); anything else
+    is refused."""
+    check_parts(directory)
+    try:
+        earlier = claim_dir(directory, RUN, overwrite=overwrite)
+    except Exists:
         raise ValueError(
             f"{directory} holds a gptref run already; continue it with --resume {directory}, "
             "or start it over with --overwrite"
-        )
-    for name in (CONFIG, METRICS, PLOT, SUMMARY):
-        (directory / name).unlink(missing_ok=True)
-    shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
+        ) from None
+    if earlier:
+        remove(directory, (CONFIG, METRICS, PLOT, SUMMARY))
+        snapshots.clear(directory / CHECKPOINT, is_checkpoint)
 
 
 def locked(directory: Path) -> contextlib.AbstractContextManager:
@@ -110,14 +119,18 @@ def locked(directory: Path) -> contextlib.AbstractContextManager:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A run directory or a checkpoint directory -> the checkpoint directory."""
+    """A run directory or a checkpoint directory -> the checkpoint directory, once a snapshot
+    of it verifies (a damaged newer one skipped with a warning); ValueError naming what is
+    wrong when none does."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no checkpoint directory at {path}: no such directory")
+    if path.is_dir():
+        no_links(path, [CHECKPOINT])
     for candidate in (path / CHECKPOINT, path):
-        with contextlib.suppress(ValueError):
-            if is_complete(snapshot(candidate)):
-                return candidate
+        if snapshots.has_saves(candidate):
+            snapshot(candidate)  # one line naming each damaged snapshot when none verifies
+            return candidate
     raise ValueError(
         f"{path}: no complete checkpoint there (no {MANIFEST}); it is missing, partial (an "
         "interrupted save) or not a gptref checkpoint"
@@ -128,15 +141,16 @@ def load_model(path: str | Path, device: torch.device) -> tuple[GPTModel, RunRec
     """A run or checkpoint directory -> (its model in eval mode on ``device``, the run's record
     when ``path`` is a run directory, else None)."""
     ckpt = find_checkpoint(path)
+    snap = snapshot(ckpt)
     try:
-        cfg = GPTConfig.from_dict(load_config(ckpt))
+        cfg = GPTConfig.from_dict(load_config(snap))
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{ckpt}: its config.json is not a gptref model config ({e})") from None
+        raise ValueError(f"{snap / CONFIG}: not a gptref model config ({e})") from None
     weights = 4 * parameter_count(cfg) + 4 * cfg.n_layers * cfg.context_length**2  # + masks
     check_fits_memory(2 * weights, f"{ckpt}: its model ({parameter_count(cfg):,} parameters)",
                       "is its config.json right?")  # fmt: skip
     model = GPTModel(cfg)
-    load_checkpoint(ckpt, model)
+    load_checkpoint(snap, model)
     run_dir = ckpt.parent if ckpt.name == CHECKPOINT else None
     record = RunRecord.read(run_dir) if run_dir and (run_dir / CONFIG).is_file() else None
     return model.to(device).eval(), record

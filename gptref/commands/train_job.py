@@ -108,19 +108,27 @@ def _resumed(
 ) -> tuple[RunConfig, bool]:
     """The saved settings of the run at ``path``, checked against the data, and whether it has
     a checkpoint to continue from (a run killed before its first save starts over with its
-    settings); a flag given now that differs from them is named (the saved value wins)."""
-    from gptref.rundir import CHECKPOINT, CONFIG, RunRecord, find_checkpoint
+    settings; one whose snapshots are all damaged is refused); a flag given now that differs
+    from them is named (the saved value wins)."""
+    from gptref import snapshots
+    from gptref.checkpoint import snapshot
+    from gptref.rundir import CHECKPOINT, CONFIG, RunRecord
 
     if not (path / CONFIG).is_file():
         raise ValueError(
             f"--resume {path}: not a gptref run directory (no {path / CONFIG}); start a run "
             "with --out"
         )
-    try:
-        checkpointed = find_checkpoint(path) == path / CHECKPOINT
-    except ValueError:
-        checkpointed = False
-    if not checkpointed:
+    checkpointed = snapshots.has_saves(path / CHECKPOINT)
+    if checkpointed:
+        try:
+            snapshot(path / CHECKPOINT)  # the newest that verifies; damaged ones named
+        except ValueError as e:
+            raise ValueError(
+                f"--resume {path}: {str(e).removeprefix('load_checkpoint: ')}; nothing to "
+                f"continue from (start it over with --out {path} --overwrite)"
+            ) from None
+    else:
         say(f"--resume {path}: no checkpoint was completed yet; starting the run over")
     record = RunRecord.read(path)
     if record.data["sha256"] != corpus.sha256:
@@ -138,17 +146,30 @@ def _resumed(
 
 
 def _train_run(run, group, texts, data, out, device, prompt, resume, progress, say, given, options):
-    from gptref.rundir import claim, locked
+    from gptref.rundir import check_parts, claim, locked
 
     out = Path(resume) if resume is not None else out
     if group is not None and group.rank != 0:  # rank 0 owns the directory for all
         return _train(run, group, texts, data, out, device, prompt, resume, progress, say, given,
                       options)  # fmt: skip
+    check_parts(out)  # before the lock: .lock itself may be the link
     with locked(out):
         if resume is None:
             claim(out, overwrite=options["overwrite"])
         return _train(run, group, texts, data, out, device, prompt, resume, progress, say, given,
                       options)  # fmt: skip
+
+
+def _check_schedule(run: RunConfig, total: int) -> None:
+    """--warmup and --min-lr against the run's length, in flags (``lr_at`` checks them too)."""
+    if not (run.warmup or run.min_lr is not None):
+        return
+    flat = run.min_lr is not None and run.min_lr == run.lr
+    if run.warmup > total - (1 if flat else 2):
+        raise ValueError(
+            f"--warmup {run.warmup} leaves no step to decay over in a run of {total} steps; "
+            f"use --warmup {max(0, total - 2)} at most, or more steps (--epochs, --max-steps)"
+        )
 
 
 def _train(run, group, texts, data, out, device, prompt, resume, progress, say, given, options):
@@ -175,6 +196,9 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
 
     rank, world_size = (group.rank, group.world_size) if group else (0, 1)
     main_rank = rank == 0
+    # bars only on a terminal: redirected, their redraws would fill the log (and turn a
+    # one-line error into three); lines instead
+    progress = progress and sys.stderr.isatty()
     if not main_rank:
         say, progress = (lambda _msg: None), False
     dev = group.device if group else resolve_device(device)
@@ -192,6 +216,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     )
     steps_per_epoch = len(train_loader)
     total = run.total_steps(steps_per_epoch)
+    _check_schedule(run, total)
     if continuing and saved_step(out / CHECKPOINT) >= total:
         return {"complete": True, "steps": total, "run_dir": str(out), "rank": rank}
     if main_rank:
@@ -229,8 +254,6 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
         f"{steps_per_epoch} batches of {run.batch_size} per epoch, {total} steps on {dev.type}"
         + (processes if world_size > 1 else "")
     )
-    # a bar only on a terminal: redirected, its redraws would fill the log; lines instead
-    progress = progress and sys.stderr.isatty()
     bar = tqdm(total=total, unit="step", disable=not progress, dynamic_ncols=True)
     write = bar.write if progress else say
     tokens_per_step = run.batch_size * mcfg.context_length * world_size
