@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator
@@ -64,7 +65,8 @@ def atomic_write(
             fsync_file(tmp)
             os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses even this
+            tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
     return path
@@ -86,7 +88,8 @@ def atomic_create(path: str | os.PathLike, text: str) -> Path:
         except OSError as e:
             raise write_error(path, e) from e
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return path
 
@@ -123,7 +126,7 @@ def exclusive(lock_file: Path, busy: Callable[[str], Exception]) -> Iterator[Non
     The kernel drops the lock when the holder dies, so a killed process never leaves it.
     A link at ``lock_file`` is refused, never followed; a file that is not a lock of gptref's
     is locked as it is, its content left alone."""
-    with writing(lock_file):
+    with writing(lock_file.parent):
         lock_file.parent.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
@@ -136,7 +139,7 @@ def exclusive(lock_file: Path, busy: Callable[[str], Exception]) -> Iterator[Non
                 f"{lock_file} is a symbolic link; gptref never locks or writes through one: "
                 "remove the link"
             ) from None
-        raise write_error(lock_file, e) from None
+        raise write_error(lock_file.parent, e) from None
     with open(fd, "rb+") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError(f"{lock_file} is not a regular file; remove it")
@@ -188,6 +191,9 @@ def write_error(path: str | os.PathLike, error: BaseException, doing: str = "") 
     naming ``path``, what happened and the fix. ``doing``: what was being written."""
     path = Path(path)
     code = getattr(error, "errno", None)
+    if not isinstance(code, int):  # safetensors says "(os error 28)"; torch.save says nothing
+        found = re.search(r"os error (\d+)|\[Errno (\d+)\]", str(error))
+        code = int(found.group(1) or found.group(2)) if found else None
     if not isinstance(code, int):
         code = errno.ENOSPC if _free_bytes(path) < _FULL else None
     what = os.strerror(code) if code else " ".join(str(error).split())[:200]

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -152,8 +152,9 @@ def snapshot(path: str | os.PathLike) -> Path:
     for candidate in [*found, *beside]:
         problem = _problem(candidate)
         if problem is None:
-            for why in skipped:
-                _warn_once(f"{why}; skipped that snapshot for {candidate}")
+            for why in skipped:  # (read the snapshot returned, not ``path``, to hear this once)
+                warnings.warn(f"{why}; skipped that snapshot for {candidate}", SnapshotSkipped,
+                              stacklevel=2)  # fmt: skip
             return candidate
         if candidate in found:  # 0.1's copies beside a killed save may be partial: no news
             skipped.append(problem)
@@ -166,16 +167,6 @@ def snapshot(path: str | os.PathLike) -> Path:
     hint = f"; an interrupted save left {left}" if left else ""
     where = "no checkpoint directory at" if not path.is_dir() else "no complete checkpoint in"
     raise ValueError(f"load_checkpoint: {where} {path}{hint}")
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """A skipped snapshot is news once per process, however often the checkpoint is read."""
-    if message not in _WARNED:
-        _WARNED.add(message)
-        warnings.warn(message, SnapshotSkipped, stacklevel=3)
 
 
 def is_checkpoint(path: Path) -> bool:
@@ -333,11 +324,9 @@ def check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> None
 
 def _write_file(file: Path, write: Callable[[Path], Any]) -> None:
     """Create ``file`` with ``write(file)`` and fsync it: on disk before anything refers to it.
-    safetensors reports a full disk as its own error: an OSError like every other writer's."""
-    try:
-        write(file)
-    except SafetensorError as e:
-        raise OSError(f"{file}: could not be written: {one_line(e)}") from e
+    (A full disk, as torch's or safetensors' own error too, becomes one line naming the
+    checkpoint: ``gptref._io.writing`` around the calls.)"""
+    write(file)
     fsync_file(file)
 
 

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     ns.pop("action", None)
     flags = {f.name: flag_name(f) for f, _ in flag_fields(args_cls)}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # (which also forgets the warnings of earlier calls)
             warnings.showwarning = _one_line_warning(command)
             return function(from_flags(args_cls, ns))
     except (ValueError, TypeError, OSError, FloatingPointError) as e:

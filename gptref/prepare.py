@@ -21,6 +21,7 @@ token for token the tokenization of each whole part, whatever the piece size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -314,7 +315,8 @@ def _write(out, sources, settings, train_ratio, threads, piece_chars, progress) 
         atomic_write_json(out / MANIFEST, manifest)
     finally:
         for path in tmp.values():
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the error that brought us here matters more
+                path.unlink(missing_ok=True)
     return manifest
 
 

@@ -119,9 +119,8 @@ def locked(directory: Path) -> contextlib.AbstractContextManager:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """A run directory or a checkpoint directory -> the checkpoint directory, once a snapshot
-    of it verifies (a damaged newer one skipped with a warning); ValueError naming what is
-    wrong when none does."""
+    """A run directory or a checkpoint directory -> the checkpoint directory (where a save
+    committed; ``snapshot`` of it then picks the newest snapshot that verifies)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no checkpoint directory at {path}: no such directory")
@@ -129,7 +128,6 @@ def find_checkpoint(path: str | Path) -> Path:
         no_links(path, [CHECKPOINT])
     for candidate in (path / CHECKPOINT, path):
         if snapshots.has_saves(candidate):
-            snapshot(candidate)  # one line naming each damaged snapshot when none verifies
             return candidate
     raise ValueError(
         f"{path}: no complete checkpoint there (no {MANIFEST}); it is missing, partial (an "

@@ -300,9 +300,9 @@ def export_hf(
         )
     _check_not_owned(out_path)
     claim_file(out_path, "an export", is_export, overwrite=overwrite)
-    checkpoint_dir = find_checkpoint(checkpoint_dir)
-    model = GPTModel(GPTConfig.from_dict(load_config(checkpoint_dir)))
-    load_checkpoint(checkpoint_dir, model)
+    snap = checkpoint.snapshot(find_checkpoint(checkpoint_dir))  # a damaged newer one: skipped
+    model = GPTModel(GPTConfig.from_dict(load_config(snap)))
+    load_checkpoint(snap, model)
     hf = gptref_to_hf(model.state_dict())
     if "lm_head.weight" in hf:
         hf = {(k if k == "lm_head.weight" else HF_PREFIX + k): v for k, v in hf.items()}

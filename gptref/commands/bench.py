@@ -6,6 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from gptref._check import check_int
 from gptref._setting import nested, same_as, setting
 from gptref.commands.common import no_progress_flag, resolve_device
 from gptref.config import Preset, RunConfig
@@ -50,6 +51,10 @@ class Args:
     out: str = setting("bench", "where bench.md/json/png go", metavar="DIR")
     overwrite: bool = setting(False, "replace earlier results of the same kind in --out DIR")
     no_progress: bool = no_progress_flag()
+
+    def __post_init__(self) -> None:
+        if self.context is not None:
+            check_int("bench", "context", self.context, low=1)
 
 
 def _split_list(flag_name: str, text: str, allowed: tuple[str, ...] | None = None) -> list[str]:

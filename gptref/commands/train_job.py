@@ -105,11 +105,11 @@ def train_run(
 
 def _resumed(
     path: Path, run: RunConfig, corpus, given: frozenset[str], say
-) -> tuple[RunConfig, bool]:
-    """The saved settings of the run at ``path``, checked against the data, and whether it has
-    a checkpoint to continue from (a run killed before its first save starts over with its
-    settings; one whose snapshots are all damaged is refused); a flag given now that differs
-    from them is named (the saved value wins)."""
+) -> tuple[RunConfig, Path | None]:
+    """The saved settings of the run at ``path``, checked against the data, and the snapshot
+    to continue from: the newest that verifies (None: a run killed before its first save
+    starts over with its settings; one whose snapshots are all damaged is refused); a flag
+    given now that differs from them is named (the saved value wins)."""
     from gptref import snapshots
     from gptref.checkpoint import snapshot
     from gptref.rundir import CHECKPOINT, CONFIG, RunRecord
@@ -119,10 +119,10 @@ def _resumed(
             f"--resume {path}: not a gptref run directory (no {path / CONFIG}); start a run "
             "with --out"
         )
-    checkpointed = snapshots.has_saves(path / CHECKPOINT)
-    if checkpointed:
+    checkpointed = None
+    if snapshots.has_saves(path / CHECKPOINT):
         try:
-            snapshot(path / CHECKPOINT)  # the newest that verifies; damaged ones named
+            checkpointed = snapshot(path / CHECKPOINT)  # the newest that verifies; damaged: named
         except ValueError as e:
             raise ValueError(
                 f"--resume {path}: {str(e).removeprefix('load_checkpoint: ')}; nothing to "
@@ -205,7 +205,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     corpus = open_corpus(texts, data, run.train_ratio, verify=options["verify"],
                          progress=progress)  # fmt: skip
     say(f"gptref: training on {corpus.name}")
-    continuing = False
+    continuing = None  # the snapshot to continue from
     if resume is not None:
         run, continuing = _resumed(out, run, corpus, given, say)
         if isinstance(corpus, TextCorpus):  # the run's own split
@@ -217,7 +217,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     steps_per_epoch = len(train_loader)
     total = run.total_steps(steps_per_epoch)
     _check_schedule(run, total)
-    if continuing and saved_step(out / CHECKPOINT) >= total:
+    if continuing and saved_step(continuing) >= total:
         return {"complete": True, "steps": total, "run_dir": str(out), "rank": rank}
     if main_rank:
         out.mkdir(parents=True, exist_ok=True)
@@ -293,7 +293,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
             loss_chunk=run.fast.loss_chunk_rows,
             checkpoint_dir=out / CHECKPOINT, checkpoint_every=options["checkpoint_every"],
             checkpoint_seconds=None if options["checkpoint_every"] else CHECKPOINT_SECONDS,
-            resume_from=out / CHECKPOINT if continuing else None,
+            resume_from=continuing,
             callback=callback, log=write, group=group,
         )  # fmt: skip
     bar.close()
