@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,14 @@ class RunRecord:
 
 def is_run(directory: Path) -> bool:
     """Whether ``directory`` holds a gptref run: a run record (config.json, a regular file
-    that reads as one), or a gptref checkpoint in checkpoint/ (a folder, not a link)."""
+    that reads as one whole: settings, a model config, the data's SHA-256), or a gptref
+    checkpoint in checkpoint/ (a folder, not a link)."""
     if read_marker(directory / CONFIG) is not None:
-        with contextlib.suppress(ValueError):
-            RunRecord.read(directory)
-            return True
+        with contextlib.suppress(ValueError, TypeError):
+            record = RunRecord.read(directory)
+            GPTConfig.from_dict(record.model)
+            if re.fullmatch(r"[0-9a-f]{64}", str(record.data.get("sha256"))):
+                return True
     return is_folder(directory / CHECKPOINT) and is_checkpoint(directory / CHECKPOINT)
 
 
@@ -105,6 +109,12 @@ def claim(directory: Path, *, overwrite: bool = False) -> None:
             "or start it over with --overwrite"
         ) from None
     if earlier:
+        others = snapshots.foreign(directory / CHECKPOINT)
+        if others:
+            raise ValueError(
+                f"{directory / CHECKPOINT} holds files gptref did not write ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}); move them out before --overwrite"
+            )
         remove(directory, (CONFIG, METRICS, PLOT, SUMMARY))
         snapshots.clear(directory / CHECKPOINT, is_checkpoint)
 

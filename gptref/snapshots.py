@@ -164,6 +164,22 @@ def is_legacy(path: Path, ours: Callable[[Path], bool]) -> bool:
     return is_folder(path) and not snapshots(path) and ours(path)
 
 
+def foreign(path: Path) -> list[str]:
+    """Entries of the checkpoint directory ``path`` (and of its snapshots) that are not what
+    gptref writes there: ``clear`` would have to leave them, so a caller refuses first."""
+    if not is_folder(path):
+        return []
+    found = []
+    for entry in sorted(path.iterdir()):
+        if is_leftover(entry.name) and not entry.name.startswith(_TMP) or entry.name == LATEST:
+            continue
+        if (_SNAPSHOT.fullmatch(entry.name) or entry.name.startswith(_TMP)) and is_folder(entry):
+            found += [f"{entry.name}/{f}" for f in sorted(os.listdir(entry)) if f not in FILES]
+        elif entry.name not in FILES:  # (0.1's layout: its files in ``path`` itself)
+            found.append(entry.name)
+    return found
+
+
 def clear(path: Path, ours: Callable[[Path], bool]) -> None:
     """Remove the checkpoint directory ``path``: its snapshots, pointer, lock and leftovers,
     then ``path`` when that emptied it (anything else in it stays, and ``path`` with it)."""
