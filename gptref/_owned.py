@@ -23,6 +23,7 @@ of the kind, replaceable) keeps the path apart so the CLI can name its ``--overw
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -111,6 +112,24 @@ def is_folder(path: Path) -> bool:
     return st is not None and stat.S_ISDIR(st.st_mode)
 
 
+def check_writable(path: Path) -> None:
+    """Refuse early (an OSError naming the path, as a write would meet it) when nothing can be
+    created at ``path``: its nearest existing ancestor is a file, or a folder of a read-only
+    file system or without write permission. Checked before minutes of work, not after."""
+    path = Path(path).absolute()
+    for ancestor in (path, *path.parents):
+        if os.path.lexists(ancestor):
+            break
+    if ancestor == path:
+        return  # there already: whether it may be replaced is the caller's question
+    if not ancestor.is_dir():
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(ancestor))
+    if not os.access(ancestor, os.W_OK):
+        read_only = bool(os.statvfs(ancestor).f_flag & getattr(os, "ST_RDONLY", 1))
+        code = errno.EROFS if read_only else errno.EACCES
+        raise OSError(code, os.strerror(code), str(ancestor))
+
+
 def claim_dir(path: Path, kind: Kind, *, overwrite: bool) -> bool:
     """May ``kind`` be written into the folder ``path``? -> whether it holds an earlier one
     (to be replaced: ``overwrite`` was given). New, or empty but for leftovers: False. An
@@ -119,6 +138,7 @@ def claim_dir(path: Path, kind: Kind, *, overwrite: bool) -> bool:
     path = Path(path)
     st = lstat(path)
     if st is None:
+        check_writable(path)
         return False
     if stat.S_ISLNK(st.st_mode) and not path.exists():
         raise ValueError(f"{path} is a symbolic link to {os.readlink(path)}, which does not "
@@ -150,8 +170,7 @@ def claim_file(path: Path, what: str, owns: Callable[[Path], bool], *, overwrite
     path = Path(path)
     st = lstat(path)
     if st is None:
-        if path.is_symlink():  # pragma: no cover - lstat saw nothing, yet a link: a race
-            raise link_error(path)
+        check_writable(path)
         return False
     if stat.S_ISLNK(st.st_mode):
         raise link_error(path)

@@ -288,9 +288,8 @@ def prepare(
 def _claim(out: Path, *, overwrite: bool) -> dict[str, Any] | None:
     """``out`` may take a prepare (``gptref._owned``) -> the manifest of the corpus there, or
     None. Another folder, or links among the files prepare writes: ValueError."""
-    if not out.is_dir():
-        return None
-    no_links(out, _OWN)
+    if out.is_dir():
+        no_links(out, _OWN)
     return read_manifest(out) if claim_dir(out, KIND, overwrite=overwrite) else None
 
 

@@ -88,13 +88,14 @@ def main(args: Args) -> int:
         devices = [resolve_device(args.device).type]
     if args.levers and args.compare:
         raise ValueError("--levers and --compare are two different runs: pick one")
+    progress = not args.no_progress and sys.stderr.isatty()  # redrawn bars fill a log
     name = "compare" if args.compare else "levers" if args.levers else "bench"
     claim_results(Path(args.out), name, overwrite=args.overwrite)  # before minutes of timing
     if args.compare:
         variants = standard_variants(devices[0], vocab_pad=args.fast.vocab_pad,
                                      compile=args.fast.compile)  # fmt: skip
         rows = compare_paths(variants, args.preset, args.context, sizes[0], devices[0],
-                             steps=args.steps, progress=not args.no_progress)  # fmt: skip
+                             steps=args.steps, progress=progress)  # fmt: skip
         write_results(rows, args.out, "compare", overwrite=args.overwrite)
         print(format_comparison(rows))
         _warn_if_starved(rows)
@@ -104,7 +105,7 @@ def main(args: Args) -> int:
         rows = compare_levers(args.preset, args.context, sizes,
                               base=args.fast.replace(dtype=dtypes[0], attn=attns[0]),
                               device=devices[0], steps=args.steps,
-                              progress=not args.no_progress)  # fmt: skip
+                              progress=progress)  # fmt: skip
         write_results(rows, args.out, "levers", overwrite=args.overwrite)
         table = format_levers(rows)
         atomic_write_text(Path(args.out) / "levers.md", table + "\n")
@@ -114,7 +115,7 @@ def main(args: Args) -> int:
         return 0
     rows = run_bench(
         args.preset, args.context, sizes, devices, dtypes, attns, args.steps, args.out,
-        progress=not args.no_progress, fast=args.fast, overwrite=args.overwrite,
+        progress=progress, fast=args.fast, overwrite=args.overwrite,
     )  # fmt: skip
     print(format_table(rows))
     _warn_if_starved(rows)
