@@ -32,7 +32,8 @@ The modules, one concept each, in the order the data flows::
     commands/       one module per CLI subcommand
     cli.py          argparse built from the commands' dataclasses: no logic of its own
     conformance/    the specification, runnable against any implementation
-    _check.py       argument checks and one-line errors; _io.py: atomic writes
+    _check.py       argument checks and one-line errors; _io.py: atomic writes;
+                    _owned.py: what gptref may replace or delete (only what it wrote)
 
 The names below load their modules on first use (PEP 562), so ``gptref --help`` starts
 without importing torch.

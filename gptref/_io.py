@@ -116,7 +116,7 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
-_LOCKED_BY = "gptref process"
+_LOCKED_BY = "gptref process"  # = gptref._owned.LOCKED_BY: tells a lock file of gptref's
 
 
 @contextlib.contextmanager

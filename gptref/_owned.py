@@ -106,6 +106,24 @@ def read_marker(file: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+LOCKED_BY = "gptref process"  # how a lock file of gptref's begins (gptref._io.exclusive)
+
+
+def locked_by_gptref(file: Path) -> bool:
+    """Whether ``file`` is a lock file gptref wrote (a regular file, not a link, that names
+    a gptref process): a folder holding one was written by gptref, finished or not."""
+    try:
+        fd = os.open(file, os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, 64).startswith(LOCKED_BY.encode())
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def is_folder(path: Path) -> bool:
     """A real folder at ``path`` (not a link to one)."""
     st = lstat(path)

@@ -37,7 +37,7 @@ import numpy as np
 
 from gptref._check import check_int, check_number
 from gptref._io import atomic_write_json, exclusive, fsync_dir, fsync_file, writing
-from gptref._owned import Exists, Kind, claim_dir, no_links, read_marker, remove
+from gptref._owned import Exists, Kind, claim_dir, locked_by_gptref, no_links, read_marker, remove
 from gptref.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, N_VOCAB, gpt2_tokenizer
 from gptref.tokens import (
     FORMAT,
@@ -67,9 +67,14 @@ _OWN = (LOCK, MANIFEST, *(f"{s}.bin" for s in SPLITS))  # what prepare writes, l
 
 def is_prepared(directory: Path) -> bool:
     """Whether ``directory`` holds a prepared corpus: its manifest (a regular file, not a
-    link) is of gptref's token format."""
+    link) is of gptref's token format; or, the manifest damaged or not written yet (a
+    prepare killed between its renames removes it first), nothing but prepare's own files
+    and the lock file of a gptref prepare."""
     manifest = read_marker(directory / MANIFEST)
-    return manifest is not None and manifest.get("format") == FORMAT
+    if manifest is not None and manifest.get("format") == FORMAT:
+        return True
+    names = os.listdir(directory)
+    return locked_by_gptref(directory / LOCK) and all(n in _OWN or KIND.leftover(n) for n in names)
 
 
 # what a prepared corpus is, to the ownership rule (gptref._owned): a killed prepare leaves

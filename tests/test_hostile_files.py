@@ -407,7 +407,9 @@ def test_a_mutated_prepared_corpus_trains_the_same_or_is_refused_and_prepare_rep
 ):
     """manifest.json, train.bin or val.bin mutated: `gptref train --data` refuses in one line
     (exit 2) or trains exactly as on the original; `gptref prepare` over it then restores the
-    original token files."""
+    original token files (where the mutant is a whole corpus of other settings, which is not
+    replaced unasked, prepare first refuses in one line naming --overwrite, and restores them
+    with it)."""
     directory, texts, metrics = prepared
     files = regular_files(directory)
     name, what, new = data.draw(mutant(files), label="mutant")
@@ -421,6 +423,8 @@ def test_a_mutated_prepared_corpus_trains_the_same_or_is_refused_and_prepare_rep
         entry = record("prepared corpus", name, what, outcome, value if outcome != "same" else None)  # fmt: skip
         verdict(entry)
         again = cli(["prepare", "--text", *map(str, texts), "--out", str(mutated), "--no-progress"])
+        if again.rc == 2 and len(again.err_lines) == 1 and "--overwrite" in again.err_lines[0]:
+            again = cli(["prepare", "--text", *map(str, texts), "--out", str(mutated), "--no-progress", "--overwrite"])  # fmt: skip
         repaired = all((mutated / f).read_bytes() == files[f] for f in ("train.bin", "val.bin") if (mutated / f).exists())  # fmt: skip
         assert again.rc == 0 and repaired and (mutated / "train.bin").exists(), (
             f"prepare over the mutant ({name}: {what}) left rc {again.rc}, token files "
