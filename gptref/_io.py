@@ -5,6 +5,12 @@ part: the data goes to a temporary name beside ``path`` (same file system), is f
 renamed over ``path`` (``os.replace``, atomic on POSIX) and the directory entry is fsynced
 too, so after the call returns the new content survives a power cut. An error or an
 interrupt before the rename leaves ``path`` as it was and removes the temporary file.
+``atomic_create`` never replaces anything; ``exclusive`` locks a file, never through a link.
+
+A write that fails (a full disk, a read-only folder, a file in the way, torch's or
+safetensors' own errors for these) becomes one line naming the path and the fix
+(``writing``, ``write_error``; ``describe_os_error`` for the CLI). What a writer may replace
+at all is ``gptref._owned``'s rule.
 """
 
 from __future__ import annotations

@@ -131,8 +131,8 @@ def save_checkpoint(
 
 
 def saved_step(path: str | os.PathLike) -> int:
-    """Updates done by the current checkpoint in ``path``, read from its manifest (its
-    files are not verified here; ``load_checkpoint`` does that)."""
+    """Updates done by the current checkpoint in ``path`` (the newest snapshot that
+    verifies), read from its manifest."""
     snap = snapshot(path)
     step = _manifest(snap).get("step")
     if type(step) is int and step >= 0:

@@ -116,10 +116,21 @@ def material(tmp_path_factory) -> dict[str, Path]:
 
 
 change = st.one_of(
-    st.tuples(st.just("link"), st.sampled_from(PLACES), st.sampled_from(NAMES), st.sampled_from(LINK_TARGETS)),  # fmt: skip
-    st.tuples(st.just("file"), st.sampled_from(PLACES), st.sampled_from(NAMES), st.sampled_from(CONTENTS)),  # fmt: skip
-    st.tuples(st.just("damage"), st.sampled_from(SNAPSHOTS), st.sampled_from(["model.safetensors", "state.pt"]),
-              st.sampled_from(["truncate", "flip"])),  # fmt: skip
+    st.tuples(
+        st.just("link"),
+        st.sampled_from(PLACES),
+        st.sampled_from(NAMES),
+        st.sampled_from(LINK_TARGETS),
+    ),  # fmt: skip
+    st.tuples(
+        st.just("file"), st.sampled_from(PLACES), st.sampled_from(NAMES), st.sampled_from(CONTENTS)
+    ),  # fmt: skip
+    st.tuples(
+        st.just("damage"),
+        st.sampled_from(SNAPSHOTS),
+        st.sampled_from(["model.safetensors", "state.pt"]),
+        st.sampled_from(["truncate", "flip"]),
+    ),  # fmt: skip
 )
 
 
@@ -168,7 +179,9 @@ def craft(sandbox: Path, kind: str, edits: list[tuple], material: dict[str, Path
     return foreign
 
 
-def argv_of(command: str, sandbox: Path, material: dict[str, Path]) -> tuple[list[str], Path | None]:
+def argv_of(
+    command: str, sandbox: Path, material: dict[str, Path]
+) -> tuple[list[str], Path | None]:
     """-> (the command line, where it may write: None for a reader)."""
     g, m = sandbox / "given", material
     over = ["--overwrite"] if command.endswith("--overwrite") else []
@@ -196,11 +209,11 @@ def argv_of(command: str, sandbox: Path, material: dict[str, Path]) -> tuple[lis
 
 
 def inside(rel: str, allowed: str | None) -> bool:
+    """Whether ``rel`` is the place the command was given (or in it, or an atomic write's
+    temporary beside it)."""
     if allowed is None:
         return False
-    return rel == allowed or rel.startswith(allowed + "/") or (
-        rel.startswith(allowed + ".tmp-")  # an atomic write's temporary, beside its file
-    )
+    return rel == allowed or rel.startswith((allowed + "/", allowed + ".tmp-"))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
@@ -224,7 +237,9 @@ def test_crafted_folders_never_lose_a_users_file_nor_get_written_outside(kind, e
         except BaseException as e:  # noqa: BLE001 - what escapes main() is a traceback
             tracebacks, outcome, line = [f"{type(e).__name__}: {str(e)[:300]}"], "traceback", ""
         moved = changes(before, tree_state(sandbox))
-        touched = moved["added"] + moved["removed"] + moved["changed"]
+        # a folder made on the way to the target: only ever added, never an existing entry
+        touched = [r for r in moved["added"] if not (allowed or "").startswith(r + "/")]
+        touched += moved["removed"] + moved["changed"]
         entry = {
             "kind": kind, "edits": [list(e) for e in edits], "command": command, "outcome": outcome,
             "line": line, "tracebacks": tracebacks,

@@ -332,7 +332,9 @@ def test_an_hf_width_outside_gpt2s_sizes_needs_n_heads():
     """emb_dim 4 is no GPT-2 size: config_from_hf asks for n_heads; a non-divisor is refused."""
     with pytest.raises(ValueError, match=r"emb_dim 4 is none of GPT-2's sizes.*pass n_heads"):
         config_from_hf(hand_built())
-    with pytest.raises(ValueError, match=r"n_heads must divide the weights' width 4, got 3; one of \[1, 2, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"n_heads must divide the weights' width 4, got 3; one of \[1, 2, 4\]"
+    ):
         config_from_hf(hand_built(), n_heads=3)
 
 
