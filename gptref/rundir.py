@@ -109,7 +109,7 @@ def claim(directory: Path, *, overwrite: bool = False) -> None:
             "or start it over with --overwrite"
         ) from None
     if earlier:
-        others = snapshots.foreign(directory / CHECKPOINT)
+        others = snapshots.foreign(directory / CHECKPOINT, is_checkpoint)
         if others:
             raise ValueError(
                 f"{directory / CHECKPOINT} holds files gptref did not write ({', '.join(others[:3])}"

@@ -20,7 +20,8 @@ skipped and why (``candidates`` lists them in that order; ``gptref.checkpoint`` 
 A directory that holds a checkpoint's files itself (gptref 0.1's layout), or such a
 directory's ``.old-*`` / ``.tmp-*`` siblings left by a kill between its two renames, is
 read as it is. Nothing here follows a symbolic link: a linked snapshot is never read, and
-deleting (``_prune``, ``clear``) removes only a snapshot's own files (``gptref._owned``).
+deleting (``_prune``, ``clear``) removes only a snapshot's own files and the folders of
+killed saves (``gptref._owned``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +42,7 @@ LATEST, LOCK, MANIFEST = "LATEST", ".lock", "manifest.json"
 FILES = ("model.safetensors", "state.pt", "config.json", MANIFEST)  # a snapshot's own files
 _SNAPSHOT = re.compile(r"save-(\d{8,})-(\d{4,})")
 _TMP = "tmp-"
+_SAVING = re.compile(r"tmp-\d+-[0-9a-f]{8}")  # what ``commit`` names a save in progress
 _LEGACY = r"\.(tmp|old)-\d+-[0-9a-f]+"  # 0.1's siblings of a checkpoint directory
 
 
@@ -131,8 +134,7 @@ def commit(
             os.replace(tmp, final)
             fsync_dir(path)
         except BaseException:
-            with contextlib.suppress(OSError):
-                remove_folder(tmp, FILES)
+            _remove_save_in_progress(tmp)
             raise
         atomic_write_text(path / LATEST, final.name + "\n")  # the commit point
         _prune(path, keep, final, legacy)
@@ -147,7 +149,7 @@ def _prune(path: Path, keep: int, newest: Path, legacy: bool) -> None:
         if old != newest:
             remove_folder(old, FILES)
     for stale in path.glob(_TMP + "*"):  # we hold the lock: no live writer owns them
-        remove_folder(stale, FILES)
+        _remove_save_in_progress(stale)
     remove(
         path, [p.name for p in path.glob(LATEST + ".tmp-*")]
     )  # a pointer write killed before its rename
@@ -158,24 +160,36 @@ def _prune(path: Path, keep: int, newest: Path, legacy: bool) -> None:
         remove(path, FILES)
 
 
+def _remove_save_in_progress(folder: Path) -> None:
+    """A killed or failed save's folder, named by ``commit`` and written under its lock: all
+    of it is that save's (the writers' own temporaries too, e.g. safetensors'), so all of it
+    goes; a link or another name is not one, and stays."""
+    if _SAVING.fullmatch(folder.name) and is_folder(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def is_legacy(path: Path, ours: Callable[[Path], bool]) -> bool:
     """Whether ``path`` holds a checkpoint of gptref 0.1's layout (its files in ``path``
     itself); ``ours(dir)`` tells a gptref checkpoint's manifest from another file's."""
     return is_folder(path) and not snapshots(path) and ours(path)
 
 
-def foreign(path: Path) -> list[str]:
+def foreign(path: Path, ours: Callable[[Path], bool]) -> list[str]:
     """Entries of the checkpoint directory ``path`` (and of its snapshots) that are not what
-    gptref writes there: ``clear`` would have to leave them, so a caller refuses first."""
+    gptref writes there: ``clear`` would have to leave them, so a caller refuses first.
+    ``ours(dir)`` tells a gptref checkpoint's manifest (0.1's layout: files in ``path``)."""
     if not is_folder(path):
         return []
+    legacy = is_legacy(path, ours)
     found = []
     for entry in sorted(path.iterdir()):
         if is_leftover(entry.name) and not entry.name.startswith(_TMP) or entry.name == LATEST:
             continue
-        if (_SNAPSHOT.fullmatch(entry.name) or entry.name.startswith(_TMP)) and is_folder(entry):
+        if _SAVING.fullmatch(entry.name) and is_folder(entry):
+            continue  # a killed save's: all of it gptref's
+        if _SNAPSHOT.fullmatch(entry.name) and is_folder(entry):
             found += [f"{entry.name}/{f}" for f in sorted(os.listdir(entry)) if f not in FILES]
-        elif entry.name not in FILES:  # (0.1's layout: its files in ``path`` itself)
+        elif not (legacy and entry.name in FILES):
             found.append(entry.name)
     return found
 
@@ -189,7 +203,7 @@ def clear(path: Path, ours: Callable[[Path], bool]) -> None:
     for snapshot in snapshots(path):
         remove_folder(snapshot, FILES)
     for stale in path.glob(_TMP + "*"):
-        remove_folder(stale, FILES)
+        _remove_save_in_progress(stale)
     remove(path, [LATEST, LOCK, *(p.name for p in path.glob(LATEST + ".tmp-*"))])
     if legacy:
         remove(path, FILES)

@@ -17,7 +17,8 @@ into it), weights import-hf, prepare, track report, track record, each with and 
 - a write outside: anything added, removed or changed outside the place the command was
   given to write (the folder, or export-hf's --out file; nothing for eval and generate);
 - a file lost: a file or link the crafting put there (gptref did not write it), removed or
-  changed, inside the folder or outside;
+  changed, inside the folder or outside (a file put at a name that the folder's own kind
+  writes, in a folder of that kind, is that output's, as a damaged one: ``OWN``);
 - a traceback: an exception out of ``gptref.cli.main``, or an error of more than one line.
 
 GPTREF_BOUNDARY_EXAMPLES sets the number of examples (default 25; the note of issue 21
@@ -159,7 +160,7 @@ def craft(sandbox: Path, kind: str, edits: list[tuple], material: dict[str, Path
     for op, place, name, arg in edits:
         if not given.is_dir() or given.is_symlink():
             break
-        folder = given / place if op != "damage" else given / place
+        folder = given / place
         if op == "damage":
             file = folder / name
             if file.is_file() and not file.is_symlink():
@@ -175,8 +176,22 @@ def craft(sandbox: Path, kind: str, edits: list[tuple], material: dict[str, Path
             entry.symlink_to(sandbox / arg)
         else:
             entry.write_text(arg)
-        foreign.add(str(entry.relative_to(sandbox)))
+        rel = str(entry.relative_to(sandbox))
+        if not (op == "file" and rel.removeprefix("given/") in OWN.get(kind, ())):
+            foreign.add(
+                rel
+            )  # (a file at a name the folder's kind writes is that output's, damaged)
     return foreign
+
+
+# in a folder of each kind, the names that kind writes: gptref may replace what is there
+_SNAPSHOT_OWN = [f"{s}/{n}" for s in SNAPSHOTS for n in ("model.safetensors", "state.pt", "config.json", "manifest.json")]  # fmt: skip
+OWN = {
+    "run": ["config.json", "metrics.jsonl", "loss.png", "summary.json", ".lock", "checkpoint/LATEST",
+            "checkpoint/.lock", *_SNAPSHOT_OWN],
+    "prepared": ["manifest.json", "train.bin", "val.bin", ".lock"],
+    "import": ["LATEST", ".lock", *(n.removeprefix("checkpoint/") for n in _SNAPSHOT_OWN)],
+}  # fmt: skip
 
 
 def argv_of(

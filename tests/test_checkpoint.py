@@ -214,7 +214,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(checkpoint, "_write_file", dying_write)
     if not cleanup:
-        monkeypatch.setattr(snapshots, "remove_folder", lambda *a, **k: False)
+        monkeypatch.setattr(snapshots.shutil, "rmtree", lambda *a, **k: None)
     with pytest.raises(OSError, match="disk full"):
         save(path, model, step=2)
     monkeypatch.undo()
@@ -238,7 +238,7 @@ def test_interrupted_first_save_leaves_nothing_loadable(tmp_path, monkeypatch, c
         real_write(file, write)
 
     monkeypatch.setattr(checkpoint, "_write_file", dying_write)
-    monkeypatch.setattr(snapshots, "remove_folder", lambda *a, **k: False)
+    monkeypatch.setattr(snapshots.shutil, "rmtree", lambda *a, **k: None)
     with pytest.raises(KeyboardInterrupt):
         save(tmp_path / "ckpt", GPTModel(CFG))
     monkeypatch.undo()
@@ -266,7 +266,7 @@ def test_a_kill_at_each_rename_of_the_protocol_leaves_a_complete_checkpoint(
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", dying_replace)
-    monkeypatch.setattr(snapshots, "remove_folder", lambda *a, **k: False)
+    monkeypatch.setattr(snapshots.shutil, "rmtree", lambda *a, **k: None)
     if kill_at <= 2:
         with pytest.raises(SystemExit):
             save(path, model, step=2)

@@ -347,3 +347,13 @@ def test_a_run_folder_holding_a_users_files_keeps_them_through_overwrite(run, co
     assert result.rc == 0, describe(result)
     assert (copy / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in (copy / "checkpoint").glob("save-*")) == ["save-00000001-0001"]
+
+
+def test_a_file_with_a_checkpoints_name_in_a_runs_checkpoint_is_a_users(run, corpus, tmp_path):
+    """A model.safetensors of a user's directly in RUN/checkpoint (beside the snapshots, so
+    not gptref 0.1's layout): --overwrite is refused naming it, before anything is trained
+    or removed (kept, it would have made the new run's first save fail)."""
+    copy = linked_copy(run, tmp_path / "run")
+    (copy / "checkpoint" / "model.safetensors").write_text("mine")
+    argv = ["train", "--text", str(corpus), *TINY_RUN, "--max-steps", "1", "--overwrite", "--out", str(copy)]  # fmt: skip
+    refused_unchanged(argv, copy, named=("model.safetensors",))
