@@ -161,6 +161,9 @@ def craft(sandbox: Path, kind: str, edits: list[tuple], material: dict[str, Path
         if not given.is_dir() or given.is_symlink():
             break
         folder = given / place
+        on_the_way = [given / Path(*Path(place).parts[:i]) for i in range(1, len(Path(place).parts) + 1)]  # fmt: skip
+        if any(p.is_symlink() or (p.exists() and not p.is_dir()) for p in on_the_way):
+            continue  # an earlier edit put a link or a file there: this one would go through it
         if op == "damage":
             file = folder / name
             if file.is_file() and not file.is_symlink():
