@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptref.bench import compare_paths, write_results
-from gptref.fast import FAST, REFERENCE
+from gptref.fast.paths import FAST, REFERENCE
 
 RESULTS = Path(__file__).parent / "results"
 ROUNDS = 2

@@ -128,15 +128,48 @@ _LOCKED_BY = "gptref process"  # = gptref._owned.LOCKED_BY: tells a lock file of
 @contextlib.contextmanager
 def exclusive(lock_file: Path, busy: Callable[[str], Exception]) -> Iterator[None]:
     """Hold an advisory lock on ``lock_file`` for the block (created if need be; it records
-    this process's pid). Held elsewhere: ``raise busy(owner)``, owner as the holder wrote it.
-    The kernel drops the lock when the holder dies, so a killed process never leaves it.
-    A link at ``lock_file`` is refused, never followed; a file that is not a lock of gptref's
-    is locked as it is, its content left alone."""
+    this process's pid, and is removed when the block ends). Held elsewhere: ``raise
+    busy(owner)``, owner as the holder wrote it. The kernel drops the lock when the holder
+    dies, so a killed process never keeps it (its file stays, and is locked again). A link
+    at ``lock_file`` is refused, never followed; a file there that is no lock of gptref's is
+    locked as it is, its content left alone, and kept."""
     with writing(lock_file.parent):
         lock_file.parent.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
         return
+    while True:
+        handle = _open_lock(lock_file)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = handle.read(200).decode("utf-8", "replace").strip() or "another process"
+            handle.close()
+            raise busy(owner) from None
+        if _is_at(handle, lock_file):
+            break
+        handle.close()  # its holder removed it between our open and flock: lock the new one
+    with handle:
+        held = handle.read(200).strip()
+        ours = not held or held.startswith(_LOCKED_BY.encode())  # else: someone's file, kept
+        if ours:
+            with writing(lock_file):
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{_LOCKED_BY} {os.getpid()}\n".encode())
+                handle.flush()
+        try:
+            yield
+        finally:  # removed while still held, so no one can lock the name's old file after us
+            if ours:
+                with contextlib.suppress(OSError):
+                    lock_file.unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _open_lock(lock_file: Path) -> Any:
+    """``lock_file`` opened for reading and writing (created if need be), never through a
+    link, and only if it is a regular file."""
     try:
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as e:
@@ -146,25 +179,18 @@ def exclusive(lock_file: Path, busy: Callable[[str], Exception]) -> Iterator[Non
                 "remove the link"
             ) from None
         raise write_error(lock_file.parent, e) from None
-    with open(fd, "rb+") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError(f"{lock_file} is not a regular file; remove it")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = handle.read(200).decode("utf-8", "replace").strip()
-            raise busy(owner or "another process") from None
-        held = handle.read(200).strip()
-        if not held or held.startswith(_LOCKED_BY.encode()):  # ours to rewrite; else it stays
-            with writing(lock_file):
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"{_LOCKED_BY} {os.getpid()}\n".encode())
-                handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError(f"{lock_file} is not a regular file; remove it")
+    return open(fd, "rb+")  # noqa: SIM115 - the caller closes it
+
+
+def _is_at(handle: Any, path: Path) -> bool:
+    """Whether the open file ``handle`` is the file ``path`` names now."""
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 # what to do when writing fails with this errno: the line's fix

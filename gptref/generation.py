@@ -13,8 +13,7 @@ from collections.abc import Callable
 import torch
 
 from gptref._check import FieldError, check_int, check_number
-from gptref.fast import unwrap
-from gptref.model import check_token_batch
+from gptref.model import check_token_batch, unwrap
 from gptref.tokenizer import text_to_token_ids, token_ids_to_text
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # ids int64 (b, T) -> logits (b, T, vocab)

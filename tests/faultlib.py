@@ -323,7 +323,7 @@ def spawn(
 
 def cli(args: list[str]) -> Result:
     """``gptref.cli.main(ARGS)`` in this process -> Result (a usage error's SystemExit too)."""
-    from gptref.cli import main
+    from gptref.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -372,7 +372,7 @@ def final_state(run: Path) -> tuple[dict[str, Any], str]:
     """A run directory -> (its checkpoint's model state dict, its metrics.jsonl text)."""
     import torch
 
-    from gptref.rundir import load_model
+    from gptref.run.rundir import load_model
 
     model, _ = load_model(run, torch.device("cpu"))
     return {k: v.clone() for k, v in model.state_dict().items()}, (

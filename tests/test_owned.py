@@ -140,14 +140,16 @@ def test_a_lock_that_is_a_link_is_refused_and_its_target_untouched(tmp_path):
 
 
 def test_a_lock_file_of_someone_else_keeps_its_content(tmp_path):
-    """A .lock gptref did not write is locked as it is; one of gptref's records this pid."""
+    """A .lock gptref did not write is locked as it is, and kept; one of gptref's records this
+    pid while held, and goes with the lock."""
     theirs = folder(tmp_path / "theirs", {".lock": "my notes"})
     with exclusive(theirs / ".lock", lambda owner: ValueError(owner)):
         pass
     assert (theirs / ".lock").read_text() == "my notes" and not locked_by_gptref(theirs / ".lock")
     with exclusive(tmp_path / "ours.lock", lambda owner: ValueError(owner)):
         assert (tmp_path / "ours.lock").read_text() == f"gptref process {os.getpid()}\n"
-    assert locked_by_gptref(tmp_path / "ours.lock")
+        assert locked_by_gptref(tmp_path / "ours.lock")
+    assert not (tmp_path / "ours.lock").exists()
 
 
 def test_atomic_create_never_replaces_anything(tmp_path):

@@ -5,9 +5,7 @@
 - ``sweep``: ``run_bench``, the batch-size sweep;
 - ``compare``: ``compare_paths``, the fast paths side by side (``standard_variants``);
 - ``report``: tables, JSON and the sweep's plot;
-- regression tracking (``gptref track``): ``workloads`` (the tracked suite and its worker),
-  ``abtest`` (interleaved rounds), ``stats`` (the verdict), ``counts`` (callgrind, ops,
-  peak bytes), ``history`` (the store), ``trend`` (the report).
+- regression tracking across commits is ``gptref.track``.
 
 To add a benchmark: a pytest-benchmark suite in ``benchmarks/`` that calls these (see
 ``benchmarks/test_bench_fast.py``), recording its ratios in ``extra_info``.

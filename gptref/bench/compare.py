@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gptref.bench.sweep import run_bench
-from gptref.fast import FAST, REFERENCE, FastPaths
-from gptref.model import GPTConfig
+from gptref.fast.paths import FAST, REFERENCE, FastPaths
+from gptref.gpt_config import GPTConfig
 
 Variant = FastPaths | Mapping[str, Any]  # a FastPaths, or its fields (+ "model": "module:fn")
 

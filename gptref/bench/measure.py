@@ -2,7 +2,7 @@
 or in a fresh one (``run_isolated``), so that one configuration's memory never shows in the
 next one's peak.
 
-Memory is measured the way ``gptref.memory.estimate_training_memory`` predicts it: from a
+Memory is measured the way ``gptref.plan.memory.estimate_training_memory`` predicts it: from a
 baseline taken after a kernel warm-up and ``malloc_trim``, the highest resident set over the
 timed steps (CPU; ``/proc/self/clear_refs`` resets the high-water mark) or
 ``max_memory_allocated`` (CUDA).
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from gptref.bench.flops import device_peak_flops
-from gptref.fast import REFERENCE, FastPaths
+from gptref.fast.paths import REFERENCE, FastPaths
 from gptref.model import GPTConfig, GPTModel, resolve_config
 from gptref.step import train_step
 

@@ -11,8 +11,8 @@ from typing import Any
 from gptref._io import atomic_write_text, writing
 from gptref._owned import Exists, Kind, claim_dir, lstat, no_links, read_marker
 from gptref.bench.measure import machine_info
-from gptref.memory import format_bytes
-from gptref.plot import pyplot, save_figure
+from gptref.plan.memory import format_bytes
+from gptref.run.plot import pyplot, save_figure
 
 
 def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

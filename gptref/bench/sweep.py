@@ -26,10 +26,10 @@ from gptref.bench.measure import (
     run_isolated,
 )
 from gptref.bench.report import write_results
-from gptref.fast import REFERENCE, Dtype, FastPaths
-from gptref.memory import available_memory, estimate_training_memory, format_bytes
-from gptref.model import GPTConfig, resolve_config
-from gptref.planner import parse_bytes
+from gptref.fast.paths import REFERENCE, Dtype, FastPaths
+from gptref.gpt_config import GPTConfig, resolve_config
+from gptref.plan.memory import available_memory, estimate_training_memory, format_bytes
+from gptref.plan.planner import parse_bytes
 
 DTYPES: tuple[str, ...] = get_args(Dtype)
 

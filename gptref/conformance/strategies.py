@@ -109,7 +109,7 @@ def prompts(draw, vocab_size: int, max_batch: int = 4, max_len: int = 12) -> lis
 def tiny_configs(draw, *, min_context: int = 1, max_vocab: int = 64, attn_impl: str | None = None):
     """GPTConfig, valid by construction (emb_dim = n_heads * head_dim): vocab 2..max_vocab,
     context min_context..16, width <= 32, 1-2 layers, drop 0 / 0.1 / 0.5, either attention."""
-    from gptref.model import GPTConfig
+    from gptref.gpt_config import GPTConfig
 
     n_heads = draw(st.integers(1, 4))
     head_dim = draw(st.integers(1, 8))
