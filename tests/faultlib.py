@@ -392,6 +392,25 @@ TINY_RUN = ["--preset", "tiny", "--context", "16", "--batch-size", "4", "--eval-
             "--eval-iter", "1", "--no-progress"]  # fmt: skip
 
 
+def tiny_corpus(directory: Path, seed: int = 3) -> Path:
+    """``directory``/corpus.txt: 400 English-like words, a tiny run's whole corpus."""
+    path = directory / "corpus.txt"
+    path.write_text(words(400, seed=seed), encoding="utf-8")
+    return path
+
+
+def set_at(path: list, value: Any):
+    """-> change(data): puts ``value`` at ``path`` (keys and indices) in a JSON document."""
+
+    def change(data: Any) -> None:
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
 def two_snapshot_run(corpus: Path, out: Path, steps: int = 2) -> Path:
     """A real run directory of ``steps`` steps saved after each (its checkpoint/ keeps the
     last two snapshots, save-...-0001 of step 1 and save-...-0002 of step 2 for 2 steps)."""

@@ -48,10 +48,10 @@ from tests.faultlib import (
     error_problems,
     flip_one_byte,
     linked_copy,
+    tiny_corpus,
     tree_state,
     truncate_to_half,
     two_snapshot_run,
-    words,
 )
 
 pytestmark = pytest.mark.slow  # each example may train a tiny model (seconds)
@@ -93,8 +93,7 @@ def tally_report(tmp_path_factory):
 def material(tmp_path_factory) -> dict[str, Path]:
     """Real outputs of gptref to craft from, and the inputs the commands read."""
     base = tmp_path_factory.mktemp("tally")
-    corpus = base / "corpus.txt"
-    corpus.write_text(words(400, seed=3), encoding="utf-8")
+    corpus = tiny_corpus(base)
     run = two_snapshot_run(corpus, base / "run")
     config = json.loads((run / "config.json").read_text())
     config["run"]["max_steps"] = 3  # so that --resume trains and saves

@@ -23,6 +23,7 @@ from tests.faultlib import (
     describe,
     error_problems,
     linked_copy,
+    tiny_corpus,
     tree_state,
     two_snapshot_run,
     words,
@@ -38,9 +39,7 @@ def base(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus(base) -> Path:
-    path = base / "corpus.txt"
-    path.write_text(words(400, seed=3), encoding="utf-8")
-    return path
+    return tiny_corpus(base)
 
 
 @pytest.fixture(scope="module")

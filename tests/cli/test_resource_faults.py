@@ -20,7 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultlib import REPO, TINY_RUN, cli, describe, error_problems, two_snapshot_run, words
+from tests.faultlib import (
+    REPO,
+    TINY_RUN,
+    cli,
+    describe,
+    error_problems,
+    tiny_corpus,
+    two_snapshot_run,
+    words,
+)
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tmpfs and modes are POSIX")
 
@@ -63,9 +72,7 @@ def one_line_naming(result, *named: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("faults-corpus") / "corpus.txt"
-    path.write_text(words(400, seed=3), encoding="utf-8")
-    return path
+    return tiny_corpus(tmp_path_factory.mktemp("faults-corpus"))
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,10 @@ from tests.faultlib import (
     flip_one_byte,
     linked_copy,
     tensor_differences,
+    tiny_corpus,
     tree_state,
     truncate_to_half,
     two_snapshot_run,
-    words,
 )
 
 NEWEST, OLDER = "save-00000002-0002", "save-00000001-0001"
@@ -43,9 +43,7 @@ FILES = ["model.safetensors", "state.pt"]
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("damaged-corpus") / "corpus.txt"
-    path.write_text(words(400, seed=3), encoding="utf-8")
-    return path
+    return tiny_corpus(tmp_path_factory.mktemp("damaged-corpus"))
 
 
 @pytest.fixture(scope="module")

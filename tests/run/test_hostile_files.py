@@ -39,6 +39,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.faultlib import cli, error_problems, limited, words
+from tests.faultlib import set_at as _set
 
 TINY = ["--preset", "tiny", "--context", "16", "--batch-size", "4", "--eval-freq", "1",
         "--eval-iter", "1", "--no-progress"]  # fmt: skip
@@ -517,16 +518,6 @@ def _symlink_out(name: str, same: bool):
         (snapshot / name).symlink_to(outside)
 
     return apply_change
-
-
-def _set(path: list, value):
-    def change(data):
-        target = data
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
 
 
 NAMED_SNAPSHOT_MUTANTS = {

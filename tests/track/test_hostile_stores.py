@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultlib import REPO, changes, cli, describe, error_problems, limited, tree_state
+from tests.faultlib import REPO, changes, cli, describe, error_problems, limited, set_at, tree_state
 
 SAMPLE = REPO / "benchmarks" / "results" / "prepare_cpu.json"
 MACHINE = "Linux-CPython-3.11-64bit"
@@ -33,32 +33,22 @@ def with_(change):
     return make
 
 
-def _set(path: list, value):
-    def change(run):
-        target = run
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
-
-
 HOSTILE_RUN_FILES = {
     "a JSON list": lambda: json.dumps([good_run()]),
     "a JSON string": lambda: json.dumps("run"),
     "not JSON": lambda: "{not json",
     "empty": lambda: "",
-    "'benchmarks' a string": with_(_set(["benchmarks"], "fast")),
-    "'benchmarks' holds a number": with_(_set(["benchmarks"], [7])),
-    "'machine_info' a list": with_(_set(["machine_info"], ["x"])),
+    "'benchmarks' a string": with_(set_at(["benchmarks"], "fast")),
+    "'benchmarks' holds a number": with_(set_at(["benchmarks"], [7])),
+    "'machine_info' a list": with_(set_at(["machine_info"], ["x"])),
     "'machine_info' missing": with_(lambda r: r.pop("machine_info")),
     "a benchmark without a name": with_(lambda r: r["benchmarks"][0].pop("name")),
     "stats data of strings": with_(lambda r: r["benchmarks"][0]["stats"].update(data=["a", "b"])),
     "stats a list": with_(lambda r: r["benchmarks"][0].update(stats=[1, 2])),
     "extra_info a list": with_(lambda r: r["benchmarks"][0].update(extra_info=[1])),
-    "'datetime' a number": with_(_set(["datetime"], 20261201)),
+    "'datetime' a number": with_(set_at(["datetime"], 20261201)),
     "commit_info 'time' a number": with_(lambda r: r.setdefault("commit_info", {}).update(time=5)),
-    "gptref_track a list": with_(_set(["gptref_track"], [1])),
+    "gptref_track a list": with_(set_at(["gptref_track"], [1])),
 }  # fmt: skip
 
 
