@@ -16,9 +16,11 @@ DESCRIPTION = (
     "with the book's names (GPTDatasetV1, create_dataloader_v1, calc_loss_batch, ...; no "
     "adapter needed) or gptref's function protocol (split, chunk, ..., generate), importable "
     "from the current folder as `python -m` would import it. A function MODULE lacks makes its "
-    "tests 'not provided', not failed (--require makes them fail). Exits with pytest's status. "
+    "tests 'not provided', not failed (--require makes them fail). Each failing test reports "
+    "its first counterexample, unshrunk (--shrink: the smallest); a call that runs past "
+    "--call-timeout SECONDS (default 60) fails as a hang. Exits with pytest's status. "
     "Equivalent to: GPTREF_IMPL=MODULE python -m pytest --pyargs gptref.conformance "
-    "[PYTEST_ARGS]."
+    "--fast-fail [PYTEST_ARGS]."
 )
 
 

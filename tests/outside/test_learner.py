@@ -43,7 +43,8 @@ def _two_modules(folder: Path) -> None:
         "num_chunks, split, text_to_token_ids, token_ids_to_text  # noqa: F401\n"
     )
     (folder / "chapter5.py").write_text(
-        "from mymodule import calc_loss_batch, calc_loss_loader, generate, lr_at, train_model, "
+        "from mymodule import calc_loss_batch, calc_loss_loader, evaluate_model, generate, "
+        "generate_and_print_sample, generate_text_simple, lr_at, train_model, "
         "train_model_simple, train_step  # noqa: F401\n"
     )
 

@@ -1,12 +1,14 @@
-"""The pytest plugin gptref installs (entry point ``pytest11``) for its conformance suite:
-its options and the report header naming the implementation (under ``-q`` too).
+"""The pytest plugin gptref installs (entry point ``pytest11``, ``gptref_conformance``) for its
+conformance suite: the suite's options, the report header naming the implementation (under
+``-q`` too) and, under pytest-xdist, the level verdicts in the controller.
 
 pytest parses its command line before it finds the conftest of a package named by
-``--pyargs``, so the options must come from an installed plugin. This one is a top-level
-package of its own so that loading it imports neither gptref nor torch; it stays inert
-outside the suite (the header appears only when the session runs ``gptref.conformance``).
-The suite's fixtures and hooks are ``gptref/conformance/conftest.py``; the end-of-run level
-report is ``gptref/conformance/report.py``.
+``--pyargs``, so the options must come from an installed plugin. It is loaded in every pytest
+session of an environment that has gptref: importing it imports pytest alone (no torch, no
+hypothesis), and outside a session that runs ``gptref.conformance`` it only adds its options.
+In such a session it loads the implementation at configure time (``session.start``), so that
+an import that fails, exits or hangs is one line before any test runs. It never imports the
+suite's conftest (``conftest.py``), which imports ``session.py`` as this does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="gptref conformance suite: write each level's verdict and outcomes to PATH as JSON",
     )
     group.addoption(
+        "--call-timeout",
+        default=None,
+        metavar="SECONDS",
+        help="gptref conformance suite: the time one call into the implementation (and the "
+        "use of what it returned) may take before it fails as a hang; 0: no limit; default "
+        "60 (also: GPTREF_CALL_TIMEOUT)",
+    )
+    group.addoption(
+        "--fast-fail",
+        action="store_true",
+        default=False,
+        help="gptref conformance suite: report each failing test's first counterexample as "
+        "found, without shrinking it (seconds instead of minutes; the default of `gptref "
+        "conformance`)",
+    )
+    group.addoption(
+        "--shrink",
+        action="store_true",
+        default=False,
+        help="gptref conformance suite: shrink each failing example to the smallest one "
+        "(hypothesis's default; overrides --fast-fail)",
+    )
+    group.addoption(
         "--allow-missing",
         action="store_true",
         default=False,
@@ -39,13 +64,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def under_xdist(config: pytest.Config) -> bool:
-    """True in a pytest-xdist controller (``-n`` has set ``--dist``) and in its workers."""
-    return getattr(config.option, "dist", "no") != "no" or hasattr(config, "workerinput")
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    if under_xdist(config) and not hasattr(config, "workerinput"):  # the controller
+    if not is_suite(config):
+        return
+    from gptref.conformance import session
+
+    session.start(config)
+    if session.under_xdist(config) and not hasattr(config, "workerinput"):  # the controller
         config.pluginmanager.register(_XdistLevels(config), "gptref-conformance-xdist-levels")
 
 
@@ -53,8 +78,7 @@ class _XdistLevels:
     """Level verdicts under pytest-xdist (``-n``). The controller collects no tests, so the
     suite's conftest (which records each outcome into its level) runs only in the workers;
     the controller receives every report, with the ``gptref_level`` property the conftest
-    gave the item, and records and writes the verdicts here. gptref is imported only once a
-    conformance report arrives."""
+    gave the item, and records and writes the verdicts here."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -65,14 +89,14 @@ class _XdistLevels:
         if level is None:
             return
         if self.recorder is None:
-            from gptref.conformance.conftest import new_recorder
+            from gptref.conformance.session import new_recorder
 
             self.recorder = new_recorder(self.config)
         self.recorder.record(level, report)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.recorder is not None:
-            from gptref.conformance.conftest import write_summary
+            from gptref.conformance.session import write_summary
 
             write_summary(self.config, terminalreporter, self.recorder)
 
@@ -94,17 +118,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def _header(config: pytest.Config) -> str | None:
-    if not any(_is_suite(config, str(arg)) for arg in config.args):
+    if not is_suite(config):
         return None
-    from gptref.conformance.impl import load_implementation
+    from gptref.conformance.session import IMPL_KEY
 
-    try:
-        return load_implementation().describe()
-    except ValueError as e:
-        return f"gptref conformance: {e}"
+    impl = config.stash.get(IMPL_KEY, None)
+    return impl.describe() if impl is not None else None
 
 
-def _is_suite(config: pytest.Config, arg: str) -> bool:
+def is_suite(config: pytest.Config) -> bool:
+    """Whether this session runs the conformance suite (``--pyargs gptref.conformance``, or a
+    path inside ``gptref/conformance/``)."""
+    return any(_names_suite(config, str(arg)) for arg in config.args)
+
+
+def _names_suite(config: pytest.Config, arg: str) -> bool:
     target = arg.split("::")[0]
     if config.option.pyargs and target.split(".")[:2] == ["gptref", "conformance"]:
         return True
