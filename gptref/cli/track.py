@@ -27,7 +27,9 @@ DESCRIPTION = (
     "test and a bootstrap interval on the ratio, counted exactly under callgrind."
 )
 
+# a checkout keeps its own history and baseline beside its benchmarks (paths inside it)
 STORE = "benchmarks/results/track/store"
+REPORT = "benchmarks/results/track/report"
 COUNTS_BASELINE = "benchmarks/results/track/counts_baseline.json"
 SUITE = "chunk,collate,tokenize,forward,loss,train_step"
 MIN_ROUNDS = 8  # 2 / 2**8 < 0.01: the fewest pairs in which the signed-rank test can tell
@@ -48,7 +50,10 @@ def _python() -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class RecordArgs:
-    store: str = setting(STORE, "the store folder (pytest-benchmark layout)", metavar="DIR")
+    store: str | None = setting(
+        None, f"the store folder (pytest-benchmark layout; default the measured checkout's {STORE})",
+        metavar="DIR",
+    )  # fmt: skip
     label: str | None = setting(None, "the run's name (default: commit and torch version)")
     src: str | None = setting(
         None, "the gptref to measure: a checkout's folder or a git revision (default: the "
@@ -85,9 +90,11 @@ class CompareArgs:
 
 @dataclasses.dataclass(frozen=True)
 class ReportArgs:
-    store: str = setting(STORE, "the store folder", metavar="DIR")
-    out: str = setting("benchmarks/results/track/report", "where index.html, trend.png go",
-                       metavar="DIR")  # fmt: skip
+    store: str | None = setting(None, f"the store folder (default this checkout's {STORE})",
+                                metavar="DIR")  # fmt: skip
+    out: str | None = setting(
+        None, f"where index.html, trend.png go (default this checkout's {REPORT})", metavar="DIR"
+    )
     overwrite: bool = setting(False, "replace an earlier report in --out DIR")
 
 
@@ -208,7 +215,8 @@ def record(args: RecordArgs) -> int:
 
     if args.from_json:
         label = args.label or Path(args.from_json).stem
-        print(f"recorded {store.record_pytest_json(args.store, args.from_json, label)}")
+        folder = args.store or _here() / STORE
+        print(f"recorded {store.record_pytest_json(folder, args.from_json, label)}")
         return 0
     if args.rounds < 1 or args.reps < 1:
         raise ValueError(f"--rounds and --reps must be >= 1, got {args.rounds} and {args.reps}")
@@ -236,7 +244,8 @@ def record(args: RecordArgs) -> int:
         {"book_loop_over_chunk": statistics.median(ratios) if ratios else None},
         machine=_machine(env),
     )  # fmt: skip
-    print(f"recorded {store.record(args.store, run)}")
+    tree = Path(args.src) if args.src and Path(args.src).is_dir() else _here()
+    print(f"recorded {store.record(args.store or tree / STORE, run)}")
     return 0
 
 
@@ -339,7 +348,9 @@ def _thresholds(threshold: float | None, names: list[str]) -> dict[str, float]:
 def report(args: ReportArgs) -> int:
     from gptref.track.trend import write_report
 
-    paths = write_report(args.store, args.out, THRESHOLDS, overwrite=args.overwrite)
+    here = None if args.store and args.out else _here()
+    paths = write_report(args.store or here / STORE, args.out or here / REPORT, THRESHOLDS,
+                         overwrite=args.overwrite)  # fmt: skip
     flags = json.loads(paths["json"].read_text())["flags"]
     print(f"wrote {paths['html']} and {paths['png']}: {len(flags)} flagged regression(s)")
     for f in flags:

@@ -1,6 +1,7 @@
 """The history store: every recorded run, with what it ran on, as pytest-benchmark files.
 
-A store is a folder (``benchmarks/results/track/store`` in the repository, or any path);
+A store is a folder (``gptref track``'s default: the measured checkout's
+``benchmarks/results/track/store``);
 each run is one JSON file in pytest-benchmark's own storage layout and schema,
 ``<store>/<machine id>/<NNNN>_<label>.json`` with ``machine_info``, ``commit_info``,
 ``benchmarks`` (name, stats with the raw ``data``, ``extra_info``) and ``datetime``, so
@@ -30,7 +31,6 @@ from typing import Any
 from gptref._io import atomic_create, writing
 from gptref._owned import lstat, no_links
 
-DEFAULT_STORE = Path("benchmarks/results/track/store")
 _NAME = re.compile(r"^(\d{4})_(.*)\.json$")
 
 
