@@ -46,7 +46,7 @@ def test_bench_fast_paths_cpu_124m(benchmark):
     assert all(r["status"] == "ok" for r in rows), rows
     speedups = {r["variant"]: r["speedup"] for r in rows}
     benchmark.extra_info.update(speedups=speedups)
-    write_results(rows, RESULTS, "fast_cpu")
+    write_results(rows, RESULTS, "fast_cpu", overwrite=True)
 
 
 # one path at a time against the reference, on the small preset (context 128, batch 8)
@@ -70,4 +70,4 @@ def test_bench_each_fast_path_cpu_small(benchmark):
     )
     assert all(r["status"] == "ok" for r in rows), rows
     benchmark.extra_info.update(speedups={r["variant"]: r["speedup"] for r in rows})
-    write_results(rows, RESULTS, "fast_each_cpu_small")
+    write_results(rows, RESULTS, "fast_each_cpu_small", overwrite=True)

@@ -32,8 +32,9 @@ Around it, each folder a layer that may import only the layers listed before it:
     cli/            the command line: argparse built from dataclasses, one module per subcommand
     conformance/    the specification as a pytest suite, runnable against any implementation
 
-``_io.py`` (atomic writes, locks) and ``_setting.py`` (a dataclass field that is a flag) are
-helpers any layer may use. ``tests/test_architecture.py`` holds the layers to this order.
+``_io.py`` (atomic writes, locks), ``_owned.py`` (what gptref may replace or delete: only
+what it wrote) and ``_setting.py`` (a dataclass field that is a flag) are helpers any layer
+may use. ``tests/test_architecture.py`` holds the layers to this order.
 
 The names below load their modules on first use (PEP 562), so ``gptref --help`` starts
 without importing torch.

@@ -2,7 +2,7 @@
 ``TYPE_CHECKING`` ones included) goes to the same layer or a lower one, and no imports form a
 cycle. The layers, lowest first::
 
-    helpers      gptref/_check.py, _io.py, _setting.py   (import nothing of gptref)
+    helpers      gptref/_check.py, _io.py, _owned.py, _setting.py (import nothing of gptref)
     core         gptref/*.py: the book                    (imports the core and _check only)
     fast corpus                                           (opt-in paths; corpora on disk)
     plan run weights                                      (memory model; a run on disk; formats)
@@ -29,7 +29,7 @@ import gptref
 
 PACKAGE = Path(gptref.__file__).parent
 
-HELPERS = {"gptref._check", "gptref._io", "gptref._setting"}
+HELPERS = {"gptref._check", "gptref._io", "gptref._owned", "gptref._setting"}
 FOLDERS = {"fast": 2, "corpus": 2, "plan": 3, "run": 3, "weights": 3, "bench": 4, "track": 4,
            "cli": 5}  # fmt: skip
 RANK = {"core": 1, **FOLDERS}

@@ -6,6 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from gptref._check import check_int
 from gptref._setting import nested, same_as, setting
 from gptref.cli.common import no_progress_flag
 from gptref.fast.paths import FastPaths
@@ -49,7 +50,12 @@ class Args:
         "levers.md/json)",
     )  # fmt: skip
     out: str = setting("bench", "where bench.md/json/png go", metavar="DIR")
+    overwrite: bool = setting(False, "replace earlier results of the same kind in --out DIR")
     no_progress: bool = no_progress_flag()
+
+    def __post_init__(self) -> None:
+        if self.context is not None:
+            check_int("bench", "context", self.context, low=1)
 
 
 def _split_list(flag_name: str, text: str, allowed: tuple[str, ...] | None = None) -> list[str]:
@@ -65,9 +71,10 @@ def _split_list(flag_name: str, text: str, allowed: tuple[str, ...] | None = Non
 def main(args: Args) -> int:
     import torch
 
+    from gptref._io import atomic_write_text
     from gptref.bench import compare_paths, run_bench, standard_variants, write_results
     from gptref.bench.levers import compare_levers, format_levers
-    from gptref.bench.report import format_comparison, format_table
+    from gptref.bench.report import claim_results, format_comparison, format_table
 
     sizes = []
     for item in _split_list("--batch-sizes", args.batch_sizes):
@@ -82,12 +89,15 @@ def main(args: Args) -> int:
         devices = [resolve_device(args.device).type]
     if args.levers and args.compare:
         raise ValueError("--levers and --compare are two different runs: pick one")
+    progress = not args.no_progress and sys.stderr.isatty()  # redrawn bars fill a log
+    name = "compare" if args.compare else "levers" if args.levers else "bench"
+    claim_results(Path(args.out), name, overwrite=args.overwrite)  # before minutes of timing
     if args.compare:
         variants = standard_variants(devices[0], vocab_pad=args.fast.vocab_pad,
                                      compile=args.fast.compile)  # fmt: skip
         rows = compare_paths(variants, args.preset, args.context, sizes[0], devices[0],
-                             steps=args.steps, progress=not args.no_progress)  # fmt: skip
-        write_results(rows, args.out, "compare")
+                             steps=args.steps, progress=progress)  # fmt: skip
+        write_results(rows, args.out, "compare", overwrite=args.overwrite)
         print(format_comparison(rows))
         _warn_if_starved(rows)
         print(f"wrote {args.out}/: compare.md, compare.json")
@@ -96,17 +106,17 @@ def main(args: Args) -> int:
         rows = compare_levers(args.preset, args.context, sizes,
                               base=args.fast.replace(dtype=dtypes[0], attn=attns[0]),
                               device=devices[0], steps=args.steps,
-                              progress=not args.no_progress)  # fmt: skip
-        write_results(rows, args.out, "levers")
+                              progress=progress)  # fmt: skip
+        write_results(rows, args.out, "levers", overwrite=args.overwrite)
         table = format_levers(rows)
-        (Path(args.out) / "levers.md").write_text(table + "\n")
+        atomic_write_text(Path(args.out) / "levers.md", table + "\n")
         print(table)
         _warn_if_starved(rows)
         print(f"wrote {args.out}/: levers.md, levers.json")
         return 0
     rows = run_bench(
         args.preset, args.context, sizes, devices, dtypes, attns, args.steps, args.out,
-        progress=not args.no_progress, fast=args.fast,
+        progress=progress, fast=args.fast, overwrite=args.overwrite,
     )  # fmt: skip
     print(format_table(rows))
     _warn_if_starved(rows)

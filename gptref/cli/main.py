@@ -6,7 +6,10 @@ choices and the field's default the default shown in ``--help``. Only flags a us
 reach the command (argparse's ``SUPPRESS``), so ``--fast`` and ``--book`` can tell them from
 defaults. Every user error ends as one line on stderr and exit status 2 (``--debug`` shows
 the traceback instead); an error about a setting speaks of its flag (``RunConfig:
-batch_size must be >= 1, got 0`` is printed as ``--batch-size must be >= 1, got 0``).
+batch_size must be >= 1, got 0`` is printed as ``--batch-size must be >= 1, got 0``), a
+library function's name heading a message is left out, a failed write names its path and the
+fix (``gptref._io.describe_os_error``), and gptref's warnings (a damaged snapshot skipped)
+are one line each.
 """
 
 from __future__ import annotations
@@ -14,14 +17,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
+import re
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal, NoReturn
 
 from gptref import __version__
 from gptref._check import FieldError, one_line
+from gptref._io import describe_os_error
+from gptref._owned import Exists
 from gptref.cli.commands import COMMANDS
 
 EPILOG = """\
@@ -245,14 +253,20 @@ def main(argv: list[str] | None = None) -> int:
     ns.pop("action", None)
     flags = {f.name: flag_name(f) for f, _ in flag_fields(args_cls)}
     try:
-        return function(from_flags(args_cls, ns))
+        with warnings.catch_warnings():  # (which also forgets the warnings of earlier calls)
+            warnings.showwarning = _one_line_warning(command)
+            return function(from_flags(args_cls, ns))
     except (ValueError, TypeError, OSError, FloatingPointError) as e:
         if debug:
             raise
         if isinstance(e, FieldError) and e.name in flags:  # a setting: speak of its flag
             message = f"{flags[e.name]} {e.problem}"
+        elif isinstance(e, Exists):  # an earlier output: replaced only with --overwrite
+            message = e.with_flag("--overwrite")
+        elif isinstance(e, OSError):
+            message = describe_os_error(e)
         else:
-            message = one_line(e)
+            message = _without_library_name(one_line(e))
         print(f"gptref {command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -270,6 +284,39 @@ def main(argv: list[str] | None = None) -> int:
                   "--batch-size or --context (gptref plan predicts the peak)", file=sys.stderr)  # fmt: skip
             return 2
         raise
+
+
+_WHERE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): (.+)")
+
+
+def _without_library_name(message: str) -> str:
+    """``load_checkpoint: X is corrupted`` -> ``X is corrupted``: a CLI line names flags and
+    files, not the library function that raised (a path of that name is kept)."""
+    found = _WHERE.fullmatch(message)
+    if found is None or os.path.lexists(found.group(1)):
+        return message
+    names = {
+        name
+        for module_name, module in list(sys.modules.items())
+        if module_name.split(".")[0] == "gptref"
+        for name, value in vars(module).items()
+        if callable(value) and getattr(value, "__module__", "").startswith("gptref")
+    }
+    return found.group(2) if found.group(1) in names else message
+
+
+def _one_line_warning(command: str):
+    """``warnings.showwarning`` for the CLI: gptref's own warnings (a skipped snapshot) as one
+    line, ``gptref COMMAND: warning: ...``; anything else as Python shows it."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.startswith("gptref"):
+            print(f"gptref {command}: warning: {one_line(str(message))}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    return show
 
 
 def _importing_torch(error: BaseException) -> bool:

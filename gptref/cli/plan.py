@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from gptref._check import check_int
 from gptref._setting import required, same_as, setting
 from gptref.fast.paths import Dtype
 from gptref.run.config import Preset, RunConfig
@@ -42,8 +43,35 @@ class Args:
     )  # fmt: skip
     json: bool = setting(False, "print the plan as JSON")
 
+    def __post_init__(self) -> None:
+        check_int("plan", "target_batch", self.target_batch, low=1)
+
 
 def main(args: Args) -> int:
+    from gptref.plan.planner import DoesNotFit, format_bytes, parse_bytes
+
+    try:
+        budget = parse_bytes(args.memory)
+    except ValueError:
+        raise ValueError(f"--memory {args.memory!r}: expected a size like '24GiB', '512MB', '8G' "
+                         "or '1073741824' (bytes)") from None  # fmt: skip
+    try:
+        return _main(args)
+    except DoesNotFit as e:
+        if e.need is None:
+            raise ValueError(
+                f"--target-batch {args.target_batch} rows do not fit in --memory {args.memory} "
+                f"({format_bytes(budget)}) even one row per pass; lower --target-batch or use "
+                "more --memory"
+            ) from None
+        raise ValueError(
+            f"--memory {args.memory} ({format_bytes(budget)}) is too little: one row of "
+            f"--preset {args.preset} needs {format_bytes(e.need)} even with every lever; use a "
+            "shorter --context, --dtype bfloat16, a smaller --preset, or more --memory"
+        ) from None
+
+
+def _main(args: Args) -> int:
     from gptref.plan.planner import format_plan, parse_bytes, plan, train_command
 
     options = {"context": args.context, "dtype": args.dtype, "device": args.device,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
+from gptref._check import check_int
 from gptref._setting import required, same_as, setting
 from gptref.cli.common import no_progress_flag
 from gptref.run.config import RunConfig
@@ -28,7 +29,12 @@ class Args:
         RunConfig, "train_ratio", help="share of each document's characters for training"
     )
     threads: int | None = setting(None, "tokenizer threads (default: every CPU)", metavar="N")
+    overwrite: bool = setting(False, "replace a prepared corpus of other texts in --out DIR")
     no_progress: bool = no_progress_flag()
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            check_int("prepare", "threads", self.threads, low=1)
 
 
 def main(args: Args) -> int:
@@ -36,7 +42,7 @@ def main(args: Args) -> int:
 
     result = prepare(
         args.text, args.out, train_ratio=args.train_ratio, num_threads=args.threads,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress and sys.stderr.isatty(), overwrite=args.overwrite,
     )  # fmt: skip
     if not result.skipped:
         m, s = result.manifest, result.seconds

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gptref._io import atomic_write_json, atomic_write_text
+from gptref._owned import lstat, read_marker
 from gptref._setting import required, setting
 
 NAME = "track"
@@ -25,7 +27,9 @@ DESCRIPTION = (
     "test and a bootstrap interval on the ratio, counted exactly under callgrind."
 )
 
+# a checkout keeps its own history and baseline beside its benchmarks (paths inside it)
 STORE = "benchmarks/results/track/store"
+REPORT = "benchmarks/results/track/report"
 COUNTS_BASELINE = "benchmarks/results/track/counts_baseline.json"
 SUITE = "chunk,collate,tokenize,forward,loss,train_step"
 MIN_ROUNDS = 8  # 2 / 2**8 < 0.01: the fewest pairs in which the signed-rank test can tell
@@ -46,7 +50,10 @@ def _python() -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class RecordArgs:
-    store: str = setting(STORE, "the store folder (pytest-benchmark layout)", metavar="DIR")
+    store: str | None = setting(
+        None, f"the store folder (pytest-benchmark layout; default the measured checkout's {STORE})",
+        metavar="DIR",
+    )  # fmt: skip
     label: str | None = setting(None, "the run's name (default: commit and torch version)")
     src: str | None = setting(
         None, "the gptref to measure: a checkout's folder or a git revision (default: the "
@@ -76,14 +83,19 @@ class CompareArgs:
         None, "a significant slow-down beyond this fraction is a regression (default: per "
         "benchmark, 0.05-0.10)", metavar="F",
     )  # fmt: skip
-    json: str | None = setting(None, "also write the verdicts and samples here", metavar="FILE")
+    json: str | None = setting(None, "also write the verdicts and samples here (a new file)",
+                               metavar="FILE")  # fmt: skip
+    overwrite: bool = setting(False, "replace an earlier --json FILE of gptref track compare")
 
 
 @dataclasses.dataclass(frozen=True)
 class ReportArgs:
-    store: str = setting(STORE, "the store folder", metavar="DIR")
-    out: str = setting("benchmarks/results/track/report", "where index.html, trend.png go",
-                       metavar="DIR")  # fmt: skip
+    store: str | None = setting(None, f"the store folder (default this checkout's {STORE})",
+                                metavar="DIR")  # fmt: skip
+    out: str | None = setting(
+        None, f"where index.html, trend.png go (default this checkout's {REPORT})", metavar="DIR"
+    )
+    overwrite: bool = setting(False, "replace an earlier report in --out DIR")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,7 +215,8 @@ def record(args: RecordArgs) -> int:
 
     if args.from_json:
         label = args.label or Path(args.from_json).stem
-        print(f"recorded {store.record_pytest_json(args.store, args.from_json, label)}")
+        folder = args.store or _here() / STORE
+        print(f"recorded {store.record_pytest_json(folder, args.from_json, label)}")
         return 0
     if args.rounds < 1 or args.reps < 1:
         raise ValueError(f"--rounds and --reps must be >= 1, got {args.rounds} and {args.reps}")
@@ -231,7 +244,8 @@ def record(args: RecordArgs) -> int:
         {"book_loop_over_chunk": statistics.median(ratios) if ratios else None},
         machine=_machine(env),
     )  # fmt: skip
-    print(f"recorded {store.record(args.store, run)}")
+    tree = Path(args.src) if args.src and Path(args.src).is_dir() else _here()
+    print(f"recorded {store.record(args.store or tree / STORE, run)}")
     return 0
 
 
@@ -256,6 +270,8 @@ def compare(args: CompareArgs) -> int:
     names = _names(args.bench)
     _check_rounds(args.rounds)
     thresholds = _thresholds(args.threshold, names)
+    if args.json:  # before the rounds, not after: minutes of timing for a refused file
+        _claim_json(Path(args.json), "a comparison", _is_comparison, args.overwrite)
     with contextlib.ExitStack() as stack:
         side_a, _ = _side("A", args.a, args.a_python, stack)
         side_b, _ = _side("B", args.b, args.b_python, stack)
@@ -266,11 +282,55 @@ def compare(args: CompareArgs) -> int:
     for v in verdicts:
         print("  " + v.describe())
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "a": args.a, "b": args.b, "verdicts": [v.to_dict() for v in verdicts],
-            "samples": rounds.samples, "order": rounds.order,
-        }, indent=1) + "\n")  # fmt: skip
+        _claim_json(Path(args.json), "a comparison", _is_comparison, args.overwrite)
+        atomic_write_json(args.json, {
+            "format": COMPARISON, "a": args.a, "b": args.b,
+            "verdicts": [v.to_dict() for v in verdicts], "samples": rounds.samples,
+            "order": rounds.order,
+        })  # fmt: skip
     return 1 if any(v.regression for v in verdicts) else 0
+
+
+COMPARISON = "gptref.track.compare"  # the format of compare's --json file
+
+
+def _is_comparison(path: Path) -> bool:
+    marker = read_marker(path)
+    return marker is not None and (
+        marker.get("format") == COMPARISON
+        or set(marker) == {"a", "b", "verdicts", "samples", "order"}
+    )
+
+
+def _is_baseline(path: Path) -> bool:
+    marker = read_marker(path)
+    return marker is not None and set(marker) == {"baselines"}
+
+
+def _claim_json(path: Path, what: str, owns, overwrite: bool) -> None:
+    from gptref._owned import claim_file
+
+    claim_file(path, what, owns, overwrite=overwrite)
+
+
+def _read_baseline(path: Path) -> dict[str, Any]:
+    """The counts baseline file -> {key: {benchmark: {metric: count}}}; ValueError naming the
+    file and what is wrong (read before anything is measured)."""
+    marker = read_marker(path)
+    baselines = marker.get("baselines") if marker is not None else None
+    ok = isinstance(baselines, dict) and all(
+        isinstance(counts, dict) and all(
+            isinstance(c, dict) and all(type(v) in (int, float) for v in c.values())
+            for c in counts.values()
+        )
+        for counts in baselines.values()
+    )  # fmt: skip
+    if not ok:
+        raise ValueError(
+            f'{path}: not a counts baseline of gptref track (a JSON object {{"baselines": '
+            "{key: {benchmark: {metric: count}}}}); restore it, or write one with --update"
+        )
+    return baselines
 
 
 def _check_rounds(rounds: int) -> None:
@@ -288,7 +348,9 @@ def _thresholds(threshold: float | None, names: list[str]) -> dict[str, float]:
 def report(args: ReportArgs) -> int:
     from gptref.track.trend import write_report
 
-    paths = write_report(args.store, args.out, THRESHOLDS)
+    here = None if args.store and args.out else _here()
+    paths = write_report(args.store or here / STORE, args.out or here / REPORT, THRESHOLDS,
+                         overwrite=args.overwrite)  # fmt: skip
     flags = json.loads(paths["json"].read_text())["flags"]
     print(f"wrote {paths['html']} and {paths['png']}: {len(flags)} flagged regression(s)")
     for f in flags:
@@ -329,6 +391,11 @@ def _check_counts(args: CheckArgs) -> int:
     if not args.update and not path.is_file():
         raise ValueError(f"{path}: no counts baseline; write one with gptref track check "
                          "--counts-only --update")  # fmt: skip
+    old = {}
+    if args.update and lstat(path) is not None:  # --update replaces only a baseline file
+        _claim_json(path, "a counts baseline", _is_baseline, True)
+        old = _read_baseline(path)
+    baselines = old if args.update else _read_baseline(path)  # before minutes of counting
     tree = Path(args.src).resolve() if args.src else _here()
     print(f"current: the tree at {tree} ({_state(tree)})", flush=True)
     side = Side("current", str(tree))
@@ -336,13 +403,10 @@ def _check_counts(args: CheckArgs) -> int:
     env = side.run("env", [])["env"]
     key = count_key(env)
     if args.update:
-        old = json.loads(path.read_text()) if path.is_file() else {}
-        baselines = {**old.get("baselines", {}), key: counts}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"baselines": baselines}, indent=1, sort_keys=True) + "\n")
+        baselines = {**old, key: counts}
+        atomic_write_text(path, json.dumps({"baselines": baselines}, indent=1, sort_keys=True) + "\n")  # fmt: skip
         print(f"wrote the counts of {', '.join(counts)} under {key} to {path}")
         return 0
-    baselines = json.loads(path.read_text())["baselines"]
     if key not in baselines:
         print(f"check: SKIPPED, no baseline counts for {key} in {path} (recorded: "
               f"{', '.join(baselines)}); write one with --update")  # fmt: skip

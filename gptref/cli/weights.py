@@ -20,7 +20,8 @@ class ImportArgs:
         "a Hugging Face GPT-2 model.safetensors, or the directory save_pretrained wrote (its "
         "config.json gives the heads)", metavar="PATH",
     )  # fmt: skip
-    out: str = required("the gptref checkpoint directory to write", metavar="DIR")
+    out: str = required("the gptref checkpoint directory to write (new or empty)", metavar="DIR")
+    overwrite: bool = setting(False, "replace an earlier import in --out DIR")
     n_heads: int | None = setting(
         None, "attention heads (default: GPT-2's for the file's width: 768 -> 12, 1024 -> 16, "
         "1280 -> 20, 1600 -> 25); the file does not record them", metavar="N",
@@ -30,7 +31,8 @@ class ImportArgs:
 @dataclasses.dataclass(frozen=True)
 class ExportArgs:
     checkpoint: str = checkpoint_flag()
-    out: str = required("the model.safetensors to write", metavar="PATH")
+    out: str = required("the model.safetensors to write (a new file)", metavar="PATH")
+    overwrite: bool = setting(False, "replace an earlier export at --out PATH")
 
 
 def import_hf(args: ImportArgs) -> int:
@@ -40,14 +42,16 @@ def import_hf(args: ImportArgs) -> int:
     if args.n_heads is None and hf_config is not None:
         print(f"read {file.parent / 'config.json'}: n_head {hf_config['n_head']}, n_embd "
               f"{hf_config['n_embd']}, n_layer {hf_config['n_layer']}")  # fmt: skip
-    print(f"wrote gptref checkpoint {import_hf(args.safetensors, args.out, n_heads=args.n_heads)}")
+    out = import_hf(args.safetensors, args.out, n_heads=args.n_heads, overwrite=args.overwrite)
+    print(f"wrote gptref checkpoint {out}")
     return 0
 
 
 def export_hf(args: ExportArgs) -> int:
     from gptref.weights.hf import export_hf
 
-    print(f"wrote Hugging Face safetensors {export_hf(args.checkpoint, args.out)}")
+    out = export_hf(args.checkpoint, args.out, overwrite=args.overwrite)
+    print(f"wrote Hugging Face safetensors {out}")
     return 0
 
 

@@ -21,6 +21,7 @@ token for token the tokenization of each whole part, whatever the piece size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,7 +36,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gptref._check import check_int, check_number
-from gptref._io import atomic_write_json, exclusive, fsync_dir, fsync_file
+from gptref._io import atomic_write_json, exclusive, fsync_dir, fsync_file, writing
+from gptref._owned import Exists, Kind, claim_dir, locked_by_gptref, no_links, read_marker, remove
 from gptref.corpus.tokens import (
     FORMAT,
     MANIFEST,
@@ -59,6 +61,26 @@ SPLIT_DESCRIPTION = (
 # ~64K tokens per tokenizer call: big enough to amortize the call, small enough to bound memory
 PIECE_CHARS = 1 << 18
 _TMP_PREFIX = ".prepare-tmp-"
+LOCK = ".lock"
+_OWN = (LOCK, MANIFEST, *(f"{s}.bin" for s in SPLITS))  # what prepare writes, locks, replaces
+
+
+def is_prepared(directory: Path) -> bool:
+    """Whether ``directory`` holds a prepared corpus: its manifest (a regular file, not a
+    link) is of gptref's token format; or, the manifest damaged or not written yet (a
+    prepare killed between its renames removes it first), nothing but prepare's own files
+    and the lock file of a gptref prepare."""
+    manifest = read_marker(directory / MANIFEST)
+    if manifest is not None and manifest.get("format") == FORMAT:
+        return True
+    names = os.listdir(directory)
+    return locked_by_gptref(directory / LOCK) and all(n in _OWN or KIND.leftover(n) for n in names)
+
+
+# what a prepared corpus is, to the ownership rule (gptref._owned): a killed prepare leaves
+# its lock and temporary files, which make no folder someone else's
+KIND = Kind("a prepared corpus", is_prepared,
+            lambda name: name == LOCK or name.startswith((_TMP_PREFIX, MANIFEST + ".tmp-")))  # fmt: skip
 
 # A cut point p: text[p] is ASCII whitespace and text[p-1] is not whitespace. GPT-2's
 # pre-tokenizer regex has no look-behind, and none of its alternatives that can end in a
@@ -205,12 +227,16 @@ def prepare(
     piece_chars: int = PIECE_CHARS,
     progress: bool = True,
     say: Callable[[str], None] = print,
+    overwrite: bool = False,
 ) -> PrepareResult:
     """Tokenize ``texts`` into ``out``: train.bin, val.bin (uint16 little-endian) and
-    manifest.json -> (manifest, skipped, seconds). Writes the directory ``out``.
+    manifest.json -> (manifest, skipped, seconds). Writes the directory ``out``: new, empty,
+    or a prepared corpus (never another folder: ``gptref._owned``).
 
     Skips, with one line to ``say``, when ``out``'s manifest already records these sources
-    (by SHA-256), this split and this tokenizer. The token files are written under
+    (by SHA-256), this split and this tokenizer; token files that no longer match it are
+    written again. A corpus of other sources or settings is replaced only with
+    ``overwrite``. The token files are written under
     temporary names and renamed into place, and the manifest is written last, so an
     interrupted prepare leaves either the previous complete output or none.
     ``num_threads`` tokenizer threads (default: every CPU) encode pieces in parallel.
@@ -229,8 +255,11 @@ def prepare(
     threads = default_threads() if num_threads is None else num_threads
     check_int("prepare", "num_threads", threads, low=1)
     out = Path(out)
+    if out.is_symlink() and not out.exists():
+        raise ValueError(f"prepare: {out} is a symbolic link to nothing; choose another output")
     if out.exists() and not out.is_dir():
         raise ValueError(f"prepare: {out} exists and is not a directory; choose another output")
+    _claim(out, overwrite=True)  # before a lock file goes into someone else's folder
 
     sizes = []
     for path in map(Path, texts):  # the common mistakes, before any progress bar
@@ -243,24 +272,36 @@ def prepare(
               disable=not progress) as bar:  # fmt: skip
         sources = [scan_source(p, bar.update) for p in texts]
     settings = _settings(sources, train_ratio)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     busy = lambda owner: ValueError(f"prepare: {out} is being written by {owner}; wait for it")  # noqa: E731
-    with exclusive(out / ".lock", busy):  # two prepares of one directory would mix their files
-        existing = read_manifest(out)
-        if existing is not None and _up_to_date(existing, settings, out):
+    with exclusive(out / LOCK, busy):  # two prepares of one directory would mix their files
+        existing = _claim(out, overwrite=True)  # again: another prepare may have ended
+        intact = existing is not None and _intact(existing, out)
+        if intact and _same_settings(existing, settings):
             t, v = existing["train"]["tokens"], existing["val"]["tokens"]
             say(f"gptref prepare: {out} is up to date ({t:,} train + {v:,} val tokens from "
                 f"{len(sources)} file{'s' if len(sources) != 1 else ''}); nothing to do")  # fmt: skip
             return PrepareResult(existing, True, perf_counter() - start)
-        manifest = _write(out, sources, settings, train_ratio, threads, piece_chars, progress)
+        if intact and not overwrite:  # a usable corpus of other texts: not lost unasked
+            raise Exists(out, "a prepared corpus of other texts or settings")
+        with writing(out, "the prepared corpus"):
+            manifest = _write(out, sources, settings, train_ratio, threads, piece_chars, progress)
     return PrepareResult(manifest, False, perf_counter() - start)
+
+
+def _claim(out: Path, *, overwrite: bool) -> dict[str, Any] | None:
+    """``out`` may take a prepare (``gptref._owned``) -> the manifest of the corpus there, or
+    None. Another folder, or links among the files prepare writes: ValueError."""
+    if out.is_dir():
+        no_links(out, _OWN)
+    return read_manifest(out) if claim_dir(out, KIND, overwrite=overwrite) else None
 
 
 def _write(out, sources, settings, train_ratio, threads, piece_chars, progress) -> dict[str, Any]:
     """Tokenize into temporary files, rename them into place, write the manifest last."""
     # left by a prepare that was killed (we hold the lock: no live writer owns them)
-    for stale in [*out.glob(_TMP_PREFIX + "*"), *out.glob(MANIFEST + ".tmp-*")]:
-        stale.unlink(missing_ok=True)
+    remove(out, [p.name for p in [*out.glob(_TMP_PREFIX + "*"), *out.glob(MANIFEST + ".tmp-*")]])
     tmp = {split: out / f"{_TMP_PREFIX}{os.getpid()}-{split}.bin" for split in SPLITS}
     try:
         outputs = _tokenize_into(sources, train_ratio, tmp, threads, piece_chars, progress)
@@ -278,7 +319,8 @@ def _write(out, sources, settings, train_ratio, threads, piece_chars, progress) 
         atomic_write_json(out / MANIFEST, manifest)
     finally:
         for path in tmp.values():
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the error that brought us here matters more
+                path.unlink(missing_ok=True)
     return manifest
 
 
@@ -300,9 +342,9 @@ def _settings(sources: Sequence[Source], train_ratio: float) -> dict[str, Any]:
     }
 
 
-def _up_to_date(existing: dict[str, Any], settings: dict[str, Any], out: Path) -> bool:
-    """Same settings, same source contents in the same order (paths may differ), and
-    token files of the recorded sizes and SHA-256 (a flipped byte is not up to date)."""
+def _same_settings(existing: dict[str, Any] | None, settings: dict[str, Any]) -> bool:
+    """Same settings, same source contents in the same order (paths may differ): the corpus
+    ``existing`` records is the one these settings make."""
     try:
         for key, value in settings.items():
             if key == "sources":
@@ -313,6 +355,15 @@ def _up_to_date(existing: dict[str, Any], settings: dict[str, Any], out: Path) -
                 same = existing[key] == value
             if not same:
                 return False
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+def _intact(existing: dict[str, Any], out: Path) -> bool:
+    """Token files of the sizes and SHA-256 the manifest records (regular files, not links):
+    a usable corpus (a flipped byte is not)."""
+    try:
         return all(
             (out / s_file).is_file()
             and not (out / s_file).is_symlink()

@@ -88,9 +88,10 @@ def plan_batches(
         )
         if largest == 0:
             need = estimate_training_memory(config, 1, accumulation_steps=2, **kwargs).total
-            raise ValueError(
+            raise DoesNotFit(
                 f"plan_batches: even a micro-batch of 1 row needs {format_bytes(need)}, over the "
-                f"budget {format_bytes(budget_bytes)}; use a shorter context, autocast, or more memory"
+                f"budget {format_bytes(budget_bytes)}; use a shorter context, autocast, or more memory",
+                need,
             )
         steps = math.ceil(target_batch_size / largest)
         micro = math.ceil(target_batch_size / steps)
@@ -100,7 +101,7 @@ def plan_batches(
             > budget_bytes
         ):
             if micro == 1:
-                raise ValueError(
+                raise DoesNotFit(
                     f"plan_batches: {target_batch_size} rows of 1 do not fit in "
                     f"{format_bytes(budget_bytes)}; lower the target or use more memory"
                 )
@@ -110,6 +111,15 @@ def plan_batches(
     recompute = kwargs.get("recompute")
     recompute = as_config(config).recompute if recompute is None else recompute
     return BatchPlan(micro, steps, peak, kwargs.get("loss_chunk"), recompute)
+
+
+class DoesNotFit(ValueError):
+    """Not even the smallest plan fits the budget; ``need``: what one row needs (None: the
+    rows fit, but not all of the target batch at 1 row per pass)."""
+
+    def __init__(self, message: str, need: int | None = None) -> None:
+        super().__init__(message)
+        self.need = need
 
 
 def parse_bytes(text: str | int) -> int:
@@ -223,14 +233,16 @@ def plan_levers(
         try:
             batches = plan_batches(cfg, budget_bytes, target_batch_size, device=device,
                                    loss_chunk=chunk, recompute=k, **kwargs)  # fmt: skip
-        except ValueError as e:
-            errors.append(str(e))
+        except DoesNotFit as e:
+            errors.append(e)
             continue
         cost = lever_cost(cfg, loss_chunk=chunk, recompute=k, context=T, device=device)
         speed = batch_efficiency(batches.micro_batch * T, device) / (1 + cost)
         plans.append(LeverPlan(batches, cost, speed, cfg.n_layers))
     if not plans:
-        raise ValueError(errors[-1].replace("plan_batches", "plan_levers") + " (with every lever)")
+        last = errors[-1]
+        raise DoesNotFit(str(last).replace("plan_batches", "plan_levers") + " (with every lever)",
+                         last.need)  # fmt: skip
     return sorted(plans, key=lambda p: (-round(p.speed, 4), p.cost))
 
 

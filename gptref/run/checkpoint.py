@@ -15,8 +15,10 @@ The files of one snapshot::
 
 Each file is fsynced, the manifest written last and the directory fsynced before the
 snapshot is renamed into place and the pointer moved to it. Loading verifies every file
-against the manifest (sizes, SHA-256, no symlinks), so a missing, truncated or altered
-file is a one-line ValueError naming it, never a silently wrong model.
+against the manifest (sizes, SHA-256, no symlinks) and reads the newest snapshot that
+verifies: a damaged one is skipped with a ``SnapshotSkipped`` warning of one line naming
+the file at fault; when none verifies, a one-line ValueError names each. Never a silently
+wrong model, never a silent start from scratch.
 
 The book's ``.pth`` files are ``gptref.weights.pth``'s.
 """
@@ -27,18 +29,21 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from gptref._check import check_int, few, one_line
-from gptref._io import fsync_file, read_json_object
+from gptref._io import fsync_file, read_json_object, writing
+from gptref._owned import Kind, claim_dir, lstat, no_links, read_marker
 from gptref.rng import capture_rng
 from gptref.run import snapshots
 
@@ -48,6 +53,10 @@ WEIGHTS, STATE, CONFIG, MANIFEST = "model.safetensors", "state.pt", "config.json
 _FILES = (WEIGHTS, STATE, CONFIG)
 _ALIASES_KEY = "gptref.aliases"  # safetensors metadata: {"alias name": "stored name"} as JSON
 _PLAIN = (type(None), bool, int, float, str, bytes)  # exact types torch.load(weights_only) takes
+
+
+class SnapshotSkipped(UserWarning):
+    """A damaged snapshot was skipped for an older one that verifies (one line: which, why)."""
 
 
 def save_checkpoint(
@@ -97,13 +106,14 @@ def save_checkpoint(
         "extra": extra,
     }
     check_int("save_checkpoint", "keep", keep, low=1)
-    _check_replaceable(path)
+    legacy = _check_replaceable(path)
 
     def write(tmp: Path) -> None:
         metadata = {_ALIASES_KEY: json.dumps(aliases, sort_keys=True)}
-        _write_file(tmp / WEIGHTS, lambda file: save_file(tensors, str(file), metadata=metadata))
-        _write_file(tmp / STATE, lambda file: torch.save(state, file))
-        _write_file(tmp / CONFIG, lambda file: file.write_text(config_json, encoding="utf-8"))
+        with writing(path, f"the checkpoint of step {step}"):
+            _write_file(tmp / WEIGHTS, lambda file: save_file(tensors, str(file), metadata=metadata))  # fmt: skip
+            _write_file(tmp / STATE, lambda file: torch.save(state, file))
+            _write_file(tmp / CONFIG, lambda file: file.write_text(config_json, encoding="utf-8"))
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -113,15 +123,16 @@ def save_checkpoint(
         }
         # the manifest is the commit record: a directory without it is never loadable
         manifest_json = json.dumps(manifest, indent=2)
-        _write_file(tmp / MANIFEST, lambda file: file.write_text(manifest_json, encoding="utf-8"))
+        with writing(path, f"the checkpoint of step {step}"):
+            _write_file(tmp / MANIFEST, lambda file: file.write_text(manifest_json, encoding="utf-8"))  # fmt: skip
 
-    snapshots.commit(path, step, write, keep)
+    snapshots.commit(path, step, write, keep, legacy)
     return path
 
 
 def saved_step(path: str | os.PathLike) -> int:
-    """Updates done by the current checkpoint in ``path``, read from its manifest (its
-    files are not verified here; ``load_checkpoint`` does that)."""
+    """Updates done by the current checkpoint in ``path`` (the newest snapshot that
+    verifies), read from its manifest."""
     snap = snapshot(path)
     step = _manifest(snap).get("step")
     if type(step) is int and step >= 0:
@@ -132,16 +143,46 @@ def saved_step(path: str | os.PathLike) -> int:
 
 
 def snapshot(path: str | os.PathLike) -> Path:
-    """The directory holding the current snapshot's files in the checkpoint directory ``path``
-    (``path`` itself for a checkpoint of gptref 0.1); ValueError when there is none."""
+    """The directory holding the newest snapshot that verifies in the checkpoint directory
+    ``path`` (``path`` itself for a checkpoint of gptref 0.1); every newer one skipped is a
+    ``SnapshotSkipped`` warning naming its file at fault. ValueError when none verifies."""
     path = Path(path)
-    found = snapshots.current(path, is_complete)
-    if found is None:
-        left = snapshots.leftovers(path)
-        hint = f"; an interrupted save left {left}" if left else ""
-        where = "no checkpoint directory at" if not path.is_dir() else "no complete checkpoint in"
-        raise ValueError(f"load_checkpoint: {where} {path}{hint}")
-    return found
+    found, beside = snapshots.candidates(path)
+    skipped: list[str] = []
+    for candidate in [*found, *beside]:
+        problem = _problem(candidate)
+        if problem is None:
+            for why in skipped:  # (read the snapshot returned, not ``path``, to hear this once)
+                warnings.warn(f"{why}; skipped that snapshot for {candidate}", SnapshotSkipped,
+                              stacklevel=2)  # fmt: skip
+            return candidate
+        if candidate in found:  # 0.1's copies beside a killed save may be partial: no news
+            skipped.append(problem)
+    if skipped:
+        raise ValueError(
+            f"load_checkpoint: no complete checkpoint in {path} (no snapshot verifies): "
+            + "; ".join(skipped)
+        )
+    left = snapshots.leftovers(path)
+    hint = f"; an interrupted save left {left}" if left else ""
+    where = "no checkpoint directory at" if not path.is_dir() else "no complete checkpoint in"
+    raise ValueError(f"load_checkpoint: {where} {path}{hint}")
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether the folder ``path`` is a gptref checkpoint directory (or one snapshot): a
+    snapshot in it, or in it itself, holds a manifest of this format (read, not followed)."""
+    found, _ = snapshots.candidates(path)
+    return any(_ours(p) for p in found)
+
+
+def _ours(snapshot_dir: Path) -> bool:
+    manifest = read_marker(snapshot_dir / MANIFEST)
+    return manifest is not None and manifest.get("format") == FORMAT
+
+
+# what a checkpoint directory is, to the ownership rule (gptref._owned)
+KIND = Kind("a gptref checkpoint", is_checkpoint, snapshots.is_leftover)
 
 
 def load_checkpoint(
@@ -157,7 +198,6 @@ def load_checkpoint(
     ``restore_rng(state)`` right before training resumes.
     """
     path = snapshot(path)
-    _verify(path)
     tensors = _read_weights(path / WEIGHTS)
     try:
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
@@ -196,7 +236,6 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     """-> the config dict of the checkpoint at ``path`` (verified), to build the model with
     before ``load_checkpoint``: ``GPTModel(GPTConfig.from_dict(load_config(path)))``."""
     path = snapshot(path)
-    _verify(path)
     try:
         return _model_config(json.loads((path / CONFIG).read_text(encoding="utf-8")))
     except ValueError as e:
@@ -285,11 +324,9 @@ def check_fits(where: str, model: nn.Module, tensors: Mapping[str, Any]) -> None
 
 def _write_file(file: Path, write: Callable[[Path], Any]) -> None:
     """Create ``file`` with ``write(file)`` and fsync it: on disk before anything refers to it.
-    safetensors reports a full disk as its own error: an OSError like every other writer's."""
-    try:
-        write(file)
-    except SafetensorError as e:
-        raise OSError(f"{file}: could not be written: {one_line(e)}") from e
+    (A full disk, as torch's or safetensors' own error too, becomes one line naming the
+    checkpoint: ``gptref._io.writing`` around the calls.)"""
+    write(file)
     fsync_file(file)
 
 
@@ -300,16 +337,6 @@ def _digest(file: Path) -> dict[str, Any]:
             h.update(chunk)
             size += len(chunk)
     return {"bytes": size, "sha256": h.hexdigest()}
-
-
-def is_complete(path: Path) -> bool:
-    """Whether ``path`` holds a finished snapshot (a manifest and files of its sizes): the
-    cheap test ``gptref.run.snapshots`` uses to pick one; ``_verify`` then checks the digests."""
-    try:
-        files = _manifest(path)["files"]
-        return all((path / n).stat().st_size == files[n]["bytes"] for n in _FILES)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -334,30 +361,68 @@ def _manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _verify(path: Path) -> None:
-    """Raise a one-line ValueError unless ``path`` is a complete, intact snapshot."""
-    where = "load_checkpoint"
-    if not (path / MANIFEST).is_file():
-        raise ValueError(
-            f"{where}: {path} is not a complete checkpoint: {MANIFEST} is missing "
-            "(an interrupted save, or not a gptref checkpoint)"
-        )
-    files = _manifest(path)["files"]
+# snapshots checked in this process -> (the identity of their files, the problem or None):
+# loading a checkpoint reads it more than once (its config, then its weights); each file is
+# hashed once
+_CHECKED: dict[Path, tuple[tuple, str | None]] = {}
+
+
+def _signature(path: Path) -> tuple | None:
+    marks = []
+    for name in (*_FILES, MANIFEST):
+        st = lstat(path / name)
+        if st is None:
+            return None
+        marks.append((name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode))  # fmt: skip
+    return tuple(marks)
+
+
+def _problem(path: Path) -> str | None:
+    """None when ``path`` is a complete, intact snapshot (every file a regular file of the
+    manifest's size and SHA-256), else one line naming the file at fault and what is wrong."""
+    st = lstat(path)
+    if st is None:
+        return f"{path} is missing"
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path} is a symbolic link; a checkpoint's snapshots are its own folders"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a folder"
+    signature = _signature(path)
+    if signature is not None and path in _CHECKED and _CHECKED[path][0] == signature:
+        return _CHECKED[path][1]
+    problem = _check(path)
+    if signature is not None:
+        _CHECKED[path] = (signature, problem)
+    return problem
+
+
+def _check(path: Path) -> str | None:
+    if lstat(path / MANIFEST) is None:
+        return (f"{path} is not a complete checkpoint: {MANIFEST} is missing (an interrupted "
+                "save, or not a gptref checkpoint)")  # fmt: skip
+    for name in (MANIFEST, *_FILES):
+        entry = lstat(path / name)
+        if entry is not None and stat.S_ISLNK(entry.st_mode):
+            return f"{path / name} is a symbolic link; a checkpoint holds its own files"
+        if entry is not None and not stat.S_ISREG(entry.st_mode):
+            return f"{path / name} is not a regular file"
+    try:
+        files = _manifest(path)["files"]
+    except ValueError as e:
+        return str(e).removeprefix("load_checkpoint: ")
     for name in _FILES:
-        file = path / name
-        if file.is_symlink():
-            raise ValueError(
-                f"{where}: {file} is a symbolic link; a checkpoint holds its own files"
-            )
-        if not file.is_file():
-            raise ValueError(f"{where}: {path} is not a complete checkpoint: {name} is missing")
-        expected, got = files[name], _digest(file)
+        file, expected = path / name, files[name]
+        st = lstat(file)
+        if st is None:
+            return f"{path} is not a complete checkpoint: {name} is missing"
+        got = {"bytes": st.st_size}  # a truncated file needs no hashing to be told
+        if got["bytes"] == expected["bytes"]:
+            got = _digest(file)
         for key, show in (("bytes", lambda n: f"{n} bytes"), ("sha256", lambda h: f"SHA-256 {h[:12]}...")):  # fmt: skip
             if got[key] != expected[key]:
-                raise ValueError(
-                    f"{where}: {file} is corrupted: {show(got[key])}, the manifest says "
-                    f"{show(expected[key])}"
-                )
+                return (f"{file} is corrupted: {show(got[key])}, the manifest says "
+                        f"{show(expected[key])}")  # fmt: skip
+    return None
 
 
 _STATE_KEYS = {"step": int, "epoch": int, "batch_in_epoch": int, "history": dict,
@@ -379,20 +444,19 @@ def _check_state(file: Path, state: Any) -> None:
         raise ValueError(f"load_checkpoint: {file} is damaged: 'optimizer' is not a dict")
 
 
-def _check_replaceable(path: Path) -> None:
-    """Only a checkpoint directory (or an empty one) is saved into: never user data."""
-    if not path.exists():
-        return
-    if path.is_dir():
-        names = {p.name for p in path.iterdir()}
-        if names & {snapshots.LATEST, MANIFEST} or snapshots.snapshots(path):
-            return
-        if all(snapshots.is_leftover(name) for name in names):  # empty, or killed saves' only
-            return
-    raise ValueError(
-        f"save_checkpoint: {path} exists and is not a gptref checkpoint; refusing to replace "
-        "it (choose another path or remove it)"
-    )
+def _check_replaceable(path: Path) -> bool:
+    """Only a checkpoint directory (or an empty one) is saved into: never user data, never
+    through a link -> whether it holds gptref 0.1's layout (superseded by the new save)."""
+    if path.exists():
+        no_links(path, [snapshots.LATEST, snapshots.LOCK])
+    try:
+        claim_dir(path, KIND, overwrite=True)
+    except ValueError:
+        raise ValueError(
+            f"save_checkpoint: {path} exists and is not a gptref checkpoint; refusing to "
+            "replace it (choose another path or remove it)"
+        ) from None
+    return snapshots.is_legacy(path, _ours)
 
 
 # ---------------------------------------------------------------- values

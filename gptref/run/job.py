@@ -105,22 +105,30 @@ def train_run(
 
 def _resumed(
     path: Path, run: RunConfig, corpus, given: frozenset[str], say
-) -> tuple[RunConfig, bool]:
-    """The saved settings of the run at ``path``, checked against the data, and whether it has
-    a checkpoint to continue from (a run killed before its first save starts over with its
-    settings); a flag given now that differs from them is named (the saved value wins)."""
-    from gptref.run.rundir import CHECKPOINT, CONFIG, RunRecord, find_checkpoint
+) -> tuple[RunConfig, Path | None]:
+    """The saved settings of the run at ``path``, checked against the data, and the snapshot
+    to continue from: the newest that verifies (None: a run killed before its first save
+    starts over with its settings; one whose snapshots are all damaged is refused); a flag
+    given now that differs from them is named (the saved value wins)."""
+    from gptref.run import snapshots
+    from gptref.run.checkpoint import snapshot
+    from gptref.run.rundir import CHECKPOINT, CONFIG, RunRecord
 
     if not (path / CONFIG).is_file():
         raise ValueError(
             f"--resume {path}: not a gptref run directory (no {path / CONFIG}); start a run "
             "with --out"
         )
-    try:
-        checkpointed = find_checkpoint(path) == path / CHECKPOINT
-    except ValueError:
-        checkpointed = False
-    if not checkpointed:
+    checkpointed = None
+    if snapshots.has_saves(path / CHECKPOINT):
+        try:
+            checkpointed = snapshot(path / CHECKPOINT)  # the newest that verifies; damaged: named
+        except ValueError as e:
+            raise ValueError(
+                f"--resume {path}: {str(e).removeprefix('load_checkpoint: ')}; nothing to "
+                f"continue from (start it over with --out {path} --overwrite)"
+            ) from None
+    else:
         say(f"--resume {path}: no checkpoint was completed yet; starting the run over")
     record = RunRecord.read(path)
     if record.data["sha256"] != corpus.sha256:
@@ -138,12 +146,13 @@ def _resumed(
 
 
 def _train_run(run, group, texts, data, out, device, prompt, resume, progress, say, given, options):
-    from gptref.run.rundir import claim, locked
+    from gptref.run.rundir import check_parts, claim, locked
 
     out = Path(resume) if resume is not None else out
     if group is not None and group.rank != 0:  # rank 0 owns the directory for all
         return _train(run, group, texts, data, out, device, prompt, resume, progress, say, given,
                       options)  # fmt: skip
+    check_parts(out)  # before the lock: .lock itself may be the link
     created = [f for f in (out, *out.parents) if not f.exists()]  # the folders this run makes
     try:
         with locked(out):
@@ -163,6 +172,18 @@ def _remove_empty(folders: Sequence[Path]) -> None:
             folder.rmdir()
         except OSError:  # not empty (the run had started), or gone already
             return
+
+
+def _check_schedule(run: RunConfig, total: int) -> None:
+    """--warmup and --min-lr against the run's length, in flags (``lr_at`` checks them too)."""
+    if not (run.warmup or run.min_lr is not None):
+        return
+    flat = run.min_lr is not None and run.min_lr == run.lr
+    if run.warmup > total - (1 if flat else 2):
+        raise ValueError(
+            f"--warmup {run.warmup} leaves no step to decay over in a run of {total} steps; "
+            f"use --warmup {max(0, total - 2)} at most, or more steps (--epochs, --max-steps)"
+        )
 
 
 def _train(run, group, texts, data, out, device, prompt, resume, progress, say, given, options):
@@ -189,13 +210,16 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
 
     rank, world_size = (group.rank, group.world_size) if group else (0, 1)
     main_rank = rank == 0
+    # bars only on a terminal: redirected, their redraws would fill the log (and turn a
+    # one-line error into three); lines instead
+    progress = progress and sys.stderr.isatty()
     if not main_rank:
         say, progress = (lambda _msg: None), False
     dev = group.device if group else resolve_device(device)
     corpus = open_corpus(texts, data, run.train_ratio, verify=options["verify"],
                          progress=progress)  # fmt: skip
     say(f"gptref: training on {corpus.name}")
-    continuing = False
+    continuing = None  # the snapshot to continue from
     if resume is not None:
         run, continuing = _resumed(out, run, corpus, given, say)
         if isinstance(corpus, TextCorpus):  # the run's own split
@@ -206,7 +230,8 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
     )
     steps_per_epoch = len(train_loader)
     total = run.total_steps(steps_per_epoch)
-    if continuing and saved_step(out / CHECKPOINT) >= total:
+    _check_schedule(run, total)
+    if continuing and saved_step(continuing) >= total:
         return {"complete": True, "steps": total, "run_dir": str(out), "rank": rank}
 
     micro = -(-run.batch_size // run.accumulation_steps)
@@ -243,8 +268,6 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
         f"{steps_per_epoch} batches of {run.batch_size} per epoch, {total} steps on {dev.type}"
         + (processes if world_size > 1 else "")
     )
-    # a bar only on a terminal: redirected, its redraws would fill the log; lines instead
-    progress = progress and sys.stderr.isatty()
     bar = tqdm(total=total, unit="step", disable=not progress, dynamic_ncols=True)
     write = bar.write if progress else say
     tokens_per_step = run.batch_size * mcfg.context_length * world_size
@@ -284,7 +307,7 @@ def _train(run, group, texts, data, out, device, prompt, resume, progress, say, 
             loss_chunk=run.fast.loss_chunk_rows,
             checkpoint_dir=out / CHECKPOINT, checkpoint_every=options["checkpoint_every"],
             checkpoint_seconds=None if options["checkpoint_every"] else CHECKPOINT_SECONDS,
-            resume_from=out / CHECKPOINT if continuing else None,
+            resume_from=continuing,
             callback=callback, log=write, group=group,
         )  # fmt: skip
     bar.close()

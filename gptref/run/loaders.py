@@ -31,9 +31,13 @@ def run_loaders(run: RunConfig, corpus, context: int, group=None, pin_memory: bo
     first, as the book does). In a process group: this rank's shard of each epoch."""
     import torch
 
+    from gptref.data import num_chunks
     from gptref.loader import create_dataloader
 
     train_ids, val_ids = corpus.splits()
+    if len(train_ids) + len(val_ids) == 0:
+        raise ValueError(f"the text is empty: {corpus.name} holds no tokens; give --text files "
+                         "that hold text")  # fmt: skip
     for part, ids in (("training", train_ids), ("validation", val_ids)):
         if len(ids) < context + 1:
             raise ValueError(
@@ -52,9 +56,18 @@ def run_loaders(run: RunConfig, corpus, context: int, group=None, pin_memory: bo
         torch.manual_seed(run.seed)  # the book seeds before building its loaders
     shard = {"seed": seed, "rank": rank, "world_size": world_size, "pin_memory": pin_memory}
     stride = run.stride or context
-    train_loader = create_dataloader(
-        train_ids, run.batch_size, context, stride, shuffle=True, drop_last=True, **shard
-    )
+    try:
+        train_loader = create_dataloader(
+            train_ids, run.batch_size, context, stride, shuffle=True, drop_last=True, **shard
+        )
+    except ValueError:  # the arguments are valid: too few windows for one full batch
+        windows = num_chunks(len(train_ids), context, stride)
+        each = f" shared by {world_size} processes" if world_size > 1 else ""
+        raise ValueError(
+            f"--batch-size {run.batch_size}: the training split makes {windows} windows of "
+            f"--context {context} (--stride {stride}){each}, no full batch; use a smaller "
+            "--batch-size (or more text)"
+        ) from None
     val_loader = create_dataloader(
         val_ids, run.batch_size, context, stride, shuffle=False, drop_last=False, **shard
     )

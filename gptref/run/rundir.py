@@ -11,6 +11,8 @@ read it::
     .lock           held by the process writing the run
 
 A new run goes only into a new or empty directory (``claim``); a running one is locked.
+None of these entries may be a symbolic link (``check_parts``): gptref writes only inside
+the run directory it was given (``gptref._owned``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,17 @@ from typing import Any
 import torch
 
 from gptref._io import atomic_write_json, atomic_write_text, exclusive
+from gptref._owned import Exists, Kind, claim_dir, is_folder, no_links, read_marker, remove
 from gptref.model import GPTConfig, GPTModel
 from gptref.plan.memory import check_fits_memory, parameter_count
-from gptref.run.checkpoint import MANIFEST, is_complete, load_checkpoint, load_config, snapshot
+from gptref.run import snapshots
+from gptref.run.checkpoint import MANIFEST, is_checkpoint, load_checkpoint, load_config, snapshot
 from gptref.run.config import RunConfig
 from gptref.state import History
 
 CHECKPOINT, CONFIG, METRICS, PLOT = "checkpoint", "config.json", "metrics.jsonl", "loss.png"
-LOCK, SUMMARY = ".lock", "summary.json"
+LOCK, SUMMARY, TENSORBOARD = ".lock", "summary.json", "tensorboard"
+PARTS = (CONFIG, METRICS, PLOT, SUMMARY, CHECKPOINT, LOCK, TENSORBOARD)  # what a run writes
 
 
 @dataclass(frozen=True)
@@ -67,38 +72,52 @@ class RunRecord:
 
 
 def is_run(directory: Path) -> bool:
-    """Whether ``directory`` holds a gptref run: a readable run record, or a checkpoint."""
-    try:
-        RunRecord.read(directory)
-        return True
-    except ValueError:
-        return (directory / CHECKPOINT).is_dir() and bool(
-            {"LATEST", "manifest.json"} & {p.name for p in (directory / CHECKPOINT).iterdir()}
-        )
+    """Whether ``directory`` holds a gptref run: a run record (config.json, a regular file
+    that reads as one whole: settings, a model config, the data's SHA-256), or a gptref
+    checkpoint in checkpoint/ (a folder, not a link)."""
+    if read_marker(directory / CONFIG) is not None:
+        with contextlib.suppress(ValueError, TypeError):
+            record = RunRecord.read(directory)
+            GPTConfig.from_dict(record.model)
+            if re.fullmatch(r"[0-9a-f]{64}", str(record.data.get("sha256"))):
+                return True
+    return is_folder(directory / CHECKPOINT) and is_checkpoint(directory / CHECKPOINT)
+
+
+# what a run directory is, to the ownership rule (gptref._owned)
+RUN = Kind("a gptref run", is_run, lambda name: name == LOCK)
+
+
+def check_parts(directory: Path) -> None:
+    """Refuse (one line) a run directory where an entry gptref writes, locks or deletes is a
+    symbolic link: its writes would land outside ``directory``."""
+    if is_folder(directory) or directory.is_dir():
+        no_links(directory, PARTS)
+        if is_folder(directory / CHECKPOINT):
+            no_links(directory / CHECKPOINT, [snapshots.LATEST, snapshots.LOCK])
 
 
 def claim(directory: Path, *, overwrite: bool = False) -> None:
     """Make ``directory`` ready for a new run: it may be new or empty; an earlier run there is
-    refused unless ``overwrite`` (then its files are removed); anything else is refused."""
-    if not directory.exists():
-        return
-    if not directory.is_dir():
-        raise ValueError(f"{directory} exists and is not a directory; choose another run directory")
-    names = {p.name for p in directory.iterdir()} - {LOCK}
-    if not names:
-        return
-    if not is_run(directory):
-        raise ValueError(
-            f"{directory} is not empty and holds no gptref run; choose another run directory"
-        )
-    if not overwrite:
+    refused unless ``overwrite`` (then its files are removed, and only those); anything else
+    is refused."""
+    check_parts(directory)
+    try:
+        earlier = claim_dir(directory, RUN, overwrite=overwrite)
+    except Exists:
         raise ValueError(
             f"{directory} holds a gptref run already; continue it with --resume {directory}, "
             "or start it over with --overwrite"
-        )
-    for name in (CONFIG, METRICS, PLOT, SUMMARY):
-        (directory / name).unlink(missing_ok=True)
-    shutil.rmtree(directory / CHECKPOINT, ignore_errors=True)
+        ) from None
+    if earlier:
+        others = snapshots.foreign(directory / CHECKPOINT, is_checkpoint)
+        if others:
+            raise ValueError(
+                f"{directory / CHECKPOINT} holds files gptref did not write ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}); move them out before --overwrite"
+            )
+        remove(directory, (CONFIG, METRICS, PLOT, SUMMARY))
+        snapshots.clear(directory / CHECKPOINT, is_checkpoint)
 
 
 def locked(directory: Path) -> contextlib.AbstractContextManager:
@@ -112,14 +131,16 @@ def locked(directory: Path) -> contextlib.AbstractContextManager:
 
 def find_checkpoint(path: str | Path) -> Path:
     """A run directory, a checkpoint directory or one snapshot of it -> the checkpoint
-    directory (or that snapshot)."""
+    directory (or that snapshot), where a save committed; ``snapshot`` of it then picks the
+    newest snapshot that verifies."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"no checkpoint directory at {path}: no such directory")
+    if path.is_dir():
+        no_links(path, [CHECKPOINT])
     for candidate in (path / CHECKPOINT, path):
-        with contextlib.suppress(ValueError):
-            if is_complete(snapshot(candidate)):
-                return candidate
+        if snapshots.has_saves(candidate):
+            return candidate
     raise ValueError(
         f"{path}: no complete checkpoint there (no {MANIFEST}); it is missing, partial (an "
         "interrupted save) or not a gptref checkpoint"
@@ -130,15 +151,16 @@ def load_model(path: str | Path, device: torch.device) -> tuple[GPTModel, RunRec
     """A run directory, its checkpoint directory or one of its snapshots -> (its model in eval
     mode on ``device``, the run's record; None for a checkpoint that belongs to no run)."""
     ckpt = find_checkpoint(path)
+    snap = snapshot(ckpt)
     try:
-        cfg = GPTConfig.from_dict(load_config(ckpt))
+        cfg = GPTConfig.from_dict(load_config(snap))
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{ckpt}: its config.json is not a gptref model config ({e})") from None
+        raise ValueError(f"{snap / CONFIG}: not a gptref model config ({e})") from None
     weights = 4 * parameter_count(cfg) + 4 * cfg.n_layers * cfg.context_length**2  # + masks
     check_fits_memory(2 * weights, f"{ckpt}: its model ({parameter_count(cfg):,} parameters)",
                       "is its config.json right?")  # fmt: skip
     model = GPTModel(cfg)
-    load_checkpoint(ckpt, model)
+    load_checkpoint(snap, model)
     run_dir = run_of(ckpt)
     record = RunRecord.read(run_dir) if run_dir is not None else None
     return model.to(device).eval(), record

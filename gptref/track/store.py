@@ -1,6 +1,7 @@
 """The history store: every recorded run, with what it ran on, as pytest-benchmark files.
 
-A store is a folder (``benchmarks/results/track/store`` in the repository, or any path);
+A store is a folder (``gptref track``'s default: the measured checkout's
+``benchmarks/results/track/store``);
 each run is one JSON file in pytest-benchmark's own storage layout and schema,
 ``<store>/<machine id>/<NNNN>_<label>.json`` with ``machine_info``, ``commit_info``,
 ``benchmarks`` (name, stats with the raw ``data``, ``extra_info``) and ``datetime``, so
@@ -15,19 +16,21 @@ version, mode, the round values each benchmark's significance test uses).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import platform
 import re
+import stat
 import statistics
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gptref._io import atomic_write_text
+from gptref._io import atomic_create, writing
+from gptref._owned import lstat, no_links
 
-DEFAULT_STORE = Path("benchmarks/results/track/store")
 _NAME = re.compile(r"^(\d{4})_(.*)\.json$")
 
 
@@ -142,24 +145,32 @@ class Entry:
 
 
 def record(store: str | Path, run: Mapping[str, Any]) -> Path:
-    """Add ``run`` to ``store`` -> its new file (numbered after the last one there)."""
-    folder = Path(store) / machine_id(run["machine_info"].get("python_version"))
-    folder.mkdir(parents=True, exist_ok=True)
-    numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    """Add ``run`` to ``store`` -> its new file (numbered after the last one there). Nothing
+    in the store is replaced, and nothing is written through a link."""
+    root = Path(store)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file, not a store folder; give a folder (--store DIR)")
+    folder = root / machine_id(run["machine_info"].get("python_version"))
+    if root.is_dir():
+        no_links(root, [folder.name])
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     label = (run.get("gptref_track") or {}).get("label") or "run"
     safe = re.sub(r"[^A-Za-z0-9.+-]+", "-", label).strip("-") or "run"
-    path = folder / f"{max(numbers, default=0) + 1:04d}_{safe}.json"
-    atomic_write_text(path, json.dumps(run, indent=1) + "\n")
-    return path
+    text = json.dumps(run, indent=1) + "\n"
+    while True:  # another recorder may take a number first: never replace its file
+        numbers = [int(m.group(1)) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+        path = folder / f"{max(numbers, default=0) + 1:04d}_{safe}.json"
+        with contextlib.suppress(FileExistsError):
+            return atomic_create(path, text)
 
 
 def record_pytest_json(store: str | Path, json_file: str | Path, label: str) -> Path:
     """A pytest-benchmark ``--benchmark-json`` file -> a run of ``store`` (as it is, with
     ``label``; its ``extra_info`` ratios become series of the report)."""
     try:
-        run = json.loads(Path(json_file).read_text())
-        run["benchmarks"], run["machine_info"]  # noqa: B018
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        run = _load(Path(json_file))
+    except ValueError as e:
         raise ValueError(f"{json_file}: not a pytest-benchmark JSON file ({e}); write one with "
                          "python -m pytest benchmarks --benchmark-json FILE") from None  # fmt: skip
     run["gptref_track"] = {**(run.get("gptref_track") or {}), "label": label}
@@ -175,8 +186,62 @@ def entries(store: str | Path) -> list[Entry]:
     found = []
     for path in sorted(root.glob("*/*.json")):
         if _NAME.match(path.name):
-            found.append(Entry(path, json.loads(path.read_text())))
-    return sorted(found, key=lambda e: (e.record.get("datetime", ""), e.path.name))
+            try:
+                found.append(Entry(path, _load(path)))
+            except ValueError as e:
+                raise ValueError(f"{path}: not a run of a gptref track store ({e}); move it out "
+                                 f"of {root}") from None  # fmt: skip
+    return sorted(found, key=lambda e: (e.record.get("datetime") or "", e.path.name))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    """A run's file -> its record, its structure checked (what the report reads of it);
+    ValueError saying what is wrong. A link, a FIFO or a huge file is not read."""
+    st = lstat(path)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file" if st else "no such file")
+    if st.st_size > 256 << 20:
+        raise ValueError(f"{st.st_size:,} bytes, larger than any run")
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"not readable JSON: {' '.join(str(e).split())[:120]}") from None
+    _check_run(run)
+    return run
+
+
+def _check_run(run: Any) -> None:
+    """The fields the store's readers use, of the types they use them as."""
+
+    def expect(value: Any, kinds: tuple, where: str) -> None:
+        if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise ValueError(f"{where} is a {type(value).__name__}, expected {names}")
+
+    expect(run, (dict,), "the file")
+    expect(run.get("machine_info"), (dict,), "'machine_info'")
+    expect(run.get("benchmarks"), (list,), "'benchmarks'")
+    expect(run.get("commit_info"), (dict, type(None)), "'commit_info'")
+    expect(run.get("datetime"), (str, type(None)), "'datetime'")
+    for key in ("time", "id"):
+        expect((run.get("commit_info") or {}).get(key), (str, type(None)), f"commit_info[{key!r}]")
+    for i, bench in enumerate(run["benchmarks"]):
+        expect(bench, (dict,), f"benchmarks[{i}]")
+        expect(bench.get("name"), (str,), f"benchmarks[{i}]['name']")
+        expect(bench.get("extra_info"), (dict, type(None)), f"benchmarks[{i}]['extra_info']")
+        expect(bench.get("stats"), (dict, type(None)), f"benchmarks[{i}]['stats']")
+        if bench.get("stats"):
+            data = bench["stats"].get("data")
+            expect(data, (list,), f"benchmarks[{i}]['stats']['data']")
+            for x in data:
+                expect(x, (int, float), f"a value of benchmarks[{i}]['stats']['data']")
+    track = run.get("gptref_track")
+    expect(track, (dict, type(None)), "'gptref_track'")
+    for key in ("ratios", "counts"):
+        expect((track or {}).get(key), (dict, type(None)), f"gptref_track[{key!r}]")
+    for name, counts in ((track or {}).get("counts") or {}).items():
+        expect(counts, (dict,), f"gptref_track['counts'][{name!r}]")
 
 
 def find(store: str | Path, spec: str) -> Entry:

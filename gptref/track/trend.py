@@ -19,18 +19,19 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gptref._io import atomic_write_text
+from gptref._io import atomic_write, atomic_write_json, atomic_write_text, writing
+from gptref._owned import Kind, claim_dir, no_links, read_marker
 from gptref.run.plot import pyplot
 from gptref.track.counts import REPEATABILITY
 from gptref.track.stats import THRESHOLD, compare_samples
 from gptref.track.store import Entry, entries, iter_series
 
+REPORT_FORMAT = "gptref.track.report"
 RATIO_KEY = re.compile(r"(ratio|_over_|speedup)")
 COUNT_KEYS = ("instructions", "ops", "peak_bytes")
 
@@ -172,11 +173,20 @@ def _plot_ratios(ax, store_entries, order, series) -> None:
     ax.legend(fontsize=6)
 
 
+def claim_report(out: Path, *, overwrite: bool) -> None:
+    """``out`` may take a report: new, empty, or an earlier report (with ``overwrite``);
+    never another folder, never through a link."""
+    if out.is_dir():
+        no_links(out, REPORT_FILES)
+    claim_dir(out, REPORT, overwrite=overwrite)
+
+
 def write_report(
     store: str | Path, out: str | Path, thresholds: Mapping[str, float] | None = None,
-    title: str = "gptref performance history",
+    title: str = "gptref performance history", *, overwrite: bool = False,
 ) -> dict[str, Path]:  # fmt: skip
-    """The report of ``store`` into ``out`` -> {"html", "png", "json"} paths (module doc)."""
+    """The report of ``store`` into ``out`` -> {"html", "png", "json"} paths (module doc).
+    ``out`` is new or empty, or an earlier report, replaced with ``overwrite``."""
     plt = pyplot()
     if plt is None:
         raise ValueError("gptref track report needs matplotlib: pip install 'gptref[plot]'")
@@ -184,7 +194,9 @@ def write_report(
     if not found:
         raise ValueError(f"{store}: the store holds no runs yet; gptref track record first")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_report(out, overwrite=overwrite)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     order, names, flags = _x_order(found), timed_names(found), flag_steps(found, thresholds)
     ratios = ratio_series(found)
     counted = [n for n in names if any(iter_series(found, n, "instructions"))]
@@ -207,10 +219,25 @@ def write_report(
     png = _figure_png(fig)
     plt.close(fig)
     paths = {"png": out / "trend.png", "html": out / "index.html", "json": out / "trend.json"}
-    paths["png"].write_bytes(png)
-    atomic_write_text(paths["json"], json.dumps({"flags": flags}, indent=1) + "\n")
+    atomic_write(paths["png"], lambda tmp: tmp.write_bytes(png))
     atomic_write_text(paths["html"], _html(title, found, order, names, flags, png))
+    # the report's marker (gptref._owned): written last, so a report is whole when it is ours
+    atomic_write_json(paths["json"], {"format": REPORT_FORMAT, "flags": flags})
     return paths
+
+
+def is_report(folder: Path) -> bool:
+    """Whether ``folder`` holds a report ``write_report`` wrote: its trend.json (a regular
+    file) says so (one of gptref 0.2, without the format, holds the flags alone)."""
+    marker = read_marker(folder / "trend.json")
+    return marker is not None and (
+        marker.get("format") == REPORT_FORMAT or set(marker) == {"flags"}
+    )
+
+
+# what a report folder is, to the ownership rule (gptref._owned)
+REPORT = Kind("a gptref track report", is_report)
+REPORT_FILES = ("index.html", "trend.png", "trend.json")
 
 
 def _html(title, found, order, names, flags, png: bytes) -> str:

@@ -54,6 +54,7 @@ input nor with each other (safetensors refuses shared storage).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,9 +64,11 @@ import torch
 from safetensors.torch import save_file
 
 from gptref._io import atomic_write, read_json_object
+from gptref._owned import claim_dir, claim_file, is_folder, read_marker
 from gptref.model import GPTConfig, GPTModel
+from gptref.run import checkpoint
 from gptref.run.checkpoint import load_checkpoint, load_config, save_checkpoint
-from gptref.run.rundir import find_checkpoint
+from gptref.run.rundir import CHECKPOINT, PARTS, find_checkpoint, is_run
 from gptref.weights.hf_layout import (
     HF_PREFIX,
     QKV,
@@ -75,6 +78,8 @@ from gptref.weights.hf_layout import (
     hf_dims,
     read_safetensors,
 )
+
+EXPORT_METADATA = {"format": "pt", "gptref": "export-hf"}  # "format": what transformers reads
 
 # within block i: (gptref name, HF name, Conv1D weight to transpose); c_attn is split apart
 _BLOCK = (
@@ -204,6 +209,8 @@ def import_hf(
     out_dir: str | os.PathLike,
     n_heads: int | None = None,
     drop_rate: float = 0.1,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Hugging Face GPT-2 ``model.safetensors`` (or the model directory holding it) -> a
     gptref checkpoint directory at ``out_dir`` (step 0, epoch 0, empty history, no optimizer
@@ -213,7 +220,13 @@ def import_hf(
     ``config.json`` beside the file (``save_pretrained`` writes one), else GPT-2's for the
     width. The weights are stored float32; ``gptref eval`` / ``gptref generate --checkpoint
     out_dir`` and ``load_checkpoint`` read it like any checkpoint. ``out_dir`` may be new or
-    an earlier checkpoint, never other data."""
+    empty; an earlier import there is replaced with ``overwrite`` (its snapshots go once the
+    new one is saved); never other data, never a run or a run's checkpoint/."""
+    out_dir = Path(out_dir)
+    if out_dir.name == CHECKPOINT and is_run(out_dir.parent):
+        raise ValueError(f"import_hf: {out_dir} is a training run's checkpoint; import into a "
+                         "new folder")  # fmt: skip
+    earlier = claim_dir(out_dir, checkpoint.KIND, overwrite=overwrite)
     file, hf_cfg = hf_files(safetensors_path)
     if n_heads is None and hf_cfg is not None:
         n_heads = hf_cfg["n_head"]
@@ -222,7 +235,8 @@ def import_hf(
         _check_against(file.parent / "config.json", hf_cfg, cfg)
     model = GPTModel(cfg)
     model.load_state_dict(state_dict)
-    return save_checkpoint(out_dir, model, step=0, epoch=0, config=cfg, history={})
+    return save_checkpoint(out_dir, model, step=0, epoch=0, config=cfg, history={},
+                           keep=1 if earlier else 2)  # fmt: skip
 
 
 def hf_files(path: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
@@ -263,30 +277,67 @@ def _check_against(config_file: Path, hf: dict[str, Any], cfg: GPTConfig) -> Non
             )
 
 
-def export_hf(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+def export_hf(
+    checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
     """gptref checkpoint directory (or a ``gptref train`` run directory, whose checkpoint/ is
-    read) -> a Hugging Face GPT-2 ``model.safetensors`` at ``out_path`` (written atomically,
-    replacing a file there) -> its Path.
+    read) -> a Hugging Face GPT-2 ``model.safetensors`` at ``out_path`` (written atomically)
+    -> its Path. An earlier export there is replaced with ``overwrite``; any other file, and
+    any place among a run's, a checkpoint's or a prepared corpus's own files, is refused.
 
     Tied head (``out_head`` == ``tok_emb``, e.g. an imported GPT-2): the names of the
     released GPT-2 file, no prefix, no ``lm_head``. Untied head (a model trained from
     scratch): ``transformer.``-prefixed names plus ``lm_head.weight``, the layout
     ``GPT2LMHeadModel.save_pretrained`` writes; give transformers ``tie_word_embeddings=False``.
-    Metadata ``{"format": "pt"}``, as transformers expects. The checkpoint is verified first
-    (``load_checkpoint``): a missing or damaged one is a ValueError."""
+    Metadata ``EXPORT_METADATA``: ``"format": "pt"``, as transformers expects, and the mark
+    that tells an export of gptref's. The checkpoint is verified first (``load_checkpoint``):
+    a missing or damaged one is a ValueError."""
     checkpoint_dir, out_path = Path(checkpoint_dir), Path(out_path)
     if out_path.is_dir():
         raise ValueError(
             f"export_hf: {out_path} is a directory; give a file name such as "
             f"{out_path / 'model.safetensors'}"
         )
-    checkpoint_dir = find_checkpoint(checkpoint_dir)
-    model = GPTModel(GPTConfig.from_dict(load_config(checkpoint_dir)))
-    load_checkpoint(checkpoint_dir, model)
+    _check_not_owned(out_path)
+    claim_file(out_path, "an export", is_export, overwrite=overwrite)
+    snap = checkpoint.snapshot(find_checkpoint(checkpoint_dir))  # a damaged newer one: skipped
+    model = GPTModel(GPTConfig.from_dict(load_config(snap)))
+    load_checkpoint(snap, model)
     hf = gptref_to_hf(model.state_dict())
     if "lm_head.weight" in hf:
         hf = {(k if k == "lm_head.weight" else HF_PREFIX + k): v for k, v in hf.items()}
-    return atomic_write(out_path, lambda tmp: save_file(hf, str(tmp), metadata={"format": "pt"}))
+    return atomic_write(out_path, lambda tmp: save_file(hf, str(tmp), metadata=EXPORT_METADATA))
+
+
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file ``export_hf`` wrote (its metadata says so)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(size)) if 0 < size <= 1 << 24 else None
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and header.get("__metadata__") == EXPORT_METADATA
+
+
+def _check_not_owned(out_path: Path) -> None:
+    """An export never lands among the files of a gptref folder of another kind: a
+    checkpoint or one of its snapshots, a run's own entries, a prepared corpus."""
+    parent = out_path.parent
+    if not parent.is_dir():
+        return
+    marker = read_marker(parent / "manifest.json")
+    owned = (
+        checkpoint.is_checkpoint(parent)
+        or (is_folder(parent.parent) and checkpoint.is_checkpoint(parent.parent))
+        or (out_path.name in PARTS and is_run(parent))
+        or (marker is not None and str(marker.get("format", "")).startswith("gptref"))
+    )
+    if owned:
+        raise ValueError(
+            f"export_hf: {out_path} is in {parent}, a folder gptref wrote (a run, checkpoint or "
+            "prepared corpus) whose files are its own; export to a new file elsewhere"
+        )
 
 
 # ---------------------------------------------------------------- helpers

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from gptref._check import few, one_line
+from gptref._check import FieldError, few, one_line
 from gptref.gpt_config import GPTConfig
 
 HF_PREFIX = "transformer."  # GPT2LMHeadModel's name for its GPT2Model, on every name but lm_head
@@ -33,6 +33,10 @@ def config_for(
                 "number of heads is unknown; pass n_heads (a divisor of emb_dim)"
             )
         n_heads = GPT2_HEADS[emb]
+    elif type(n_heads) is int and n_heads >= 1 and emb % n_heads:
+        divisors = [d for d in range(1, emb + 1) if emb % d == 0]
+        raise FieldError(where, "n_heads", f"must divide the weights' width {emb}, got {n_heads}; "
+                         f"one of {few([str(d) for d in divisors], 8)}")  # fmt: skip
     return GPTConfig(
         vocab_size=vocab,
         context_length=context,
@@ -49,6 +53,9 @@ def read_safetensors(where: str, path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{where}: {path} is a directory; pass the model.safetensors file inside it"
         )
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{where}: {path} is not a regular file (a FIFO, device or socket); "
+                         "pass a Hugging Face GPT-2 model.safetensors")  # fmt: skip
     if not path.is_file():
         raise ValueError(
             f"{where}: no file at {path}; pass the local path of a Hugging Face GPT-2 "

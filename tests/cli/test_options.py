@@ -15,7 +15,7 @@ RUN = ["--preset", "--context", "--stride", "--batch-size", "--accumulation-step
 FAST = ["--attn", "--dtype", "--optimizer", "--compile", "--tf32", "--vocab-pad", "--fused-layers",
         "--loss", "--loss-chunk", "--recompute"]  # fmt: skip
 EXPECTED = {
-    "prepare": ["--text", "--out", "--train-ratio", "--threads", "--no-progress"],
+    "prepare": ["--text", "--out", "--train-ratio", "--threads", "--overwrite", "--no-progress"],
     "train": [
         "--text",
         "--data",
@@ -54,8 +54,8 @@ EXPECTED = {
         "--seed",
         "--device",
     ],  # fmt: skip
-    "weights import-hf": ["--safetensors", "--out", "--n-heads"],
-    "weights export-hf": ["--checkpoint", "--out"],
+    "weights import-hf": ["--safetensors", "--out", "--overwrite", "--n-heads"],
+    "weights export-hf": ["--checkpoint", "--out", "--overwrite"],
     "bench": [
         "--preset",
         "--context",
@@ -75,6 +75,7 @@ EXPECTED = {
         "--compare",
         "--levers",
         "--out",
+        "--overwrite",
         "--no-progress",
     ],  # fmt: skip
     "plan": [
@@ -109,8 +110,9 @@ EXPECTED = {
         "--reps",
         "--threshold",
         "--json",
+        "--overwrite",
     ],
-    "track report": ["--store", "--out"],
+    "track report": ["--store", "--out", "--overwrite"],
     "track check": ["--baseline", "--counts-only", "--src", "--bench", "--rounds", "--update"],
 }
 

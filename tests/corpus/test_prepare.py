@@ -15,6 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import gptref.corpus.prepare as prepare_module
+from gptref._owned import Exists
 from gptref.cli.main import main
 from gptref.corpus.prepare import exact_pieces, prepare
 from gptref.corpus.tokens import PreparedCorpus, TokenFile
@@ -172,7 +173,9 @@ def test_encoder_matches_tiktokens_encode_ordinary_batch(docs):
 
 def test_prepare_skips_when_up_to_date_and_redoes_changed_inputs(sources, tmp_path, capsys):
     """A second prepare of the same files skips (one line, files untouched); a changed
-    source, another --train-ratio or a deleted token file make it prepare again."""
+    source or another --train-ratio make it prepare again with overwrite=True (without it,
+    the earlier corpus is kept and the call refused: Exists); a deleted token file makes it
+    prepare again (a damaged corpus is repaired unasked)."""
     src = tmp_path / "doc.txt"
     src.write_text(make_document(20_000, seed=9), encoding="utf-8")
     out = tmp_path / "out"
@@ -185,9 +188,14 @@ def test_prepare_skips_when_up_to_date_and_redoes_changed_inputs(sources, tmp_pa
     assert len(said) == 1 and "is up to date" in said[0], said
     assert (out / "train.bin").stat().st_mtime_ns == stamp
     src.write_text(make_document(20_000, seed=10), encoding="utf-8")
-    changed = prepare([src, sources[2]], out, progress=False)
+    with pytest.raises(Exists, match="holds a prepared corpus of other texts"):
+        prepare([src, sources[2]], out, progress=False)
+    assert (out / "train.bin").stat().st_mtime_ns == stamp
+    changed = prepare([src, sources[2]], out, progress=False, overwrite=True)
     assert not changed.skipped and changed.manifest["sha256"] != first.manifest["sha256"]
-    assert not prepare([src, sources[2]], out, train_ratio=0.8, progress=False).skipped
+    with pytest.raises(Exists):
+        prepare([src, sources[2]], out, train_ratio=0.8, progress=False)
+    assert not prepare([src, sources[2]], out, train_ratio=0.8, progress=False, overwrite=True).skipped  # fmt: skip
     (out / "val.bin").unlink()
     assert not prepare([src, sources[2]], out, train_ratio=0.8, progress=False).skipped
     assert PreparedCorpus.open(out).train_ratio == 0.8
@@ -212,7 +220,7 @@ def test_an_interrupted_prepare_leaves_the_previous_output_whole(sources, tmp_pa
     for target in (out, tmp_path / "fresh"):
         calls.clear()
         with pytest.raises(KeyboardInterrupt):
-            prepare(sources[1:], target, piece_chars=4096, progress=False)
+            prepare(sources[1:], target, piece_chars=4096, progress=False, overwrite=True)
     # (.lock, prepare's lock file, is removed when the lock is released)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
     assert PreparedCorpus.open(out).manifest == before

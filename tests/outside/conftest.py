@@ -145,8 +145,16 @@ def _build(home: Path, files: list[Path]) -> Installed:
     if sys.prefix != sys.base_prefix:  # this interpreter is a venv: its packages, after the wheel
         outer = [p for p in site.getsitepackages() if Path(p) != installed.site_packages]
         (installed.site_packages / "_gptref_journeys_outer.pth").write_text("\n".join(outer) + "\n")
+    # --ignore-installed: a gptref of the same version in the outer environment (tox installs
+    # one) would otherwise count as "already installed" through that .pth line, and pip would
+    # install nothing here
     step([sys.executable, "-m", "pip", "--python", str(installed.python), "install", "-q",
-          "--no-deps", "--no-index", str(wheel)])  # fmt: skip
+          "--ignore-installed", "--no-deps", "--no-index", str(wheel)])  # fmt: skip
+    if not (installed.bin / "gptref").is_file():
+        pytest.fail(
+            f"building the journeys' environment: {wheel.name} installed no "
+            f"console script into {installed.bin}"
+        )
     return installed
 
 

@@ -446,7 +446,8 @@ def outputs(directory: Path) -> dict[str, bytes]:
 
 
 def prepare_args(texts: list[Path], out: Path) -> list[str]:
-    return ["prepare", "--text", *map(str, texts), "--out", str(out), "--threads", "1", "--no-progress"]  # fmt: skip
+    """prepare TEXTS into OUT, replacing a corpus of other texts there (--overwrite)."""
+    return ["prepare", "--text", *map(str, texts), "--out", str(out), "--threads", "1", "--no-progress", "--overwrite"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")

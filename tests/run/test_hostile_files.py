@@ -39,6 +39,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.faultlib import cli, error_problems, limited, words
+from tests.faultlib import set_at as _set
 
 TINY = ["--preset", "tiny", "--context", "16", "--batch-size", "4", "--eval-freq", "1",
         "--eval-iter", "1", "--no-progress"]  # fmt: skip
@@ -407,7 +408,11 @@ def test_a_mutated_prepared_corpus_trains_the_same_or_is_refused_and_prepare_rep
 ):
     """manifest.json, train.bin or val.bin mutated: `gptref train --data` refuses in one line
     (exit 2) or trains exactly as on the original; `gptref prepare` over it then restores the
-    original token files."""
+    original token files (where the mutant is a whole corpus of other settings, which is not
+    replaced unasked, prepare first refuses in one line naming --overwrite, and restores them
+    with it). Where the mutated manifest no longer says the folder is a prepared corpus,
+    nothing proves gptref wrote its token files (issue 21's rule): prepare refuses in one line,
+    --overwrite or not, and every file stays as it was."""
     directory, texts, metrics = prepared
     files = regular_files(directory)
     name, what, new = data.draw(mutant(files), label="mutant")
@@ -420,12 +425,31 @@ def test_a_mutated_prepared_corpus_trains_the_same_or_is_refused_and_prepare_rep
             outcome = "same" if trained == metrics else "loaded-but-different"
         entry = record("prepared corpus", name, what, outcome, value if outcome != "same" else None)  # fmt: skip
         verdict(entry)
-        again = cli(["prepare", "--text", *map(str, texts), "--out", str(mutated), "--no-progress"])
+        prepare_args = ["prepare", "--text", *map(str, texts), "--out", str(mutated), "--no-progress"]  # fmt: skip
+        if not proves_a_prepared_corpus(mutated / "manifest.json"):
+            before = regular_files(mutated)
+            for argv in (prepare_args, [*prepare_args, "--overwrite"]):
+                refused = cli(argv)
+                assert error_problems(refused, named=(str(mutated),)) == [], f"{name}: {what}: {refused.err!r}"  # fmt: skip
+                assert regular_files(mutated) == before, f"{name}: {what}: files changed"
+            return
+        again = cli(prepare_args)
+        if again.rc == 2 and len(again.err_lines) == 1 and "--overwrite" in again.err_lines[0]:
+            again = cli(["prepare", "--text", *map(str, texts), "--out", str(mutated), "--no-progress", "--overwrite"])  # fmt: skip
         repaired = all((mutated / f).read_bytes() == files[f] for f in ("train.bin", "val.bin") if (mutated / f).exists())  # fmt: skip
         assert again.rc == 0 and repaired and (mutated / "train.bin").exists(), (
             f"prepare over the mutant ({name}: {what}) left rc {again.rc}, token files "
             f"{'restored' if repaired else 'still different'}: {again.err[-300:]!r} {again.out[-200:]!r}"
         )
+
+
+def proves_a_prepared_corpus(manifest: Path) -> bool:
+    """A manifest.json that is a JSON object of gptref's token format: gptref's own marker."""
+    try:
+        value = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(value, dict) and value.get("format") == "gptref-tokens"
 
 
 # ---------------------------------------------------------------- named hostile files
@@ -494,16 +518,6 @@ def _symlink_out(name: str, same: bool):
         (snapshot / name).symlink_to(outside)
 
     return apply_change
-
-
-def _set(path: list, value):
-    def change(data):
-        target = data
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
 
 
 NAMED_SNAPSHOT_MUTANTS = {

@@ -274,7 +274,7 @@ def test_import_hf_then_export_hf_round_trips_the_file(tmp_path, head):
         assert "lm_head.weight" not in written and "wte.weight" in written, f"{sorted(written)[:5]}"
     assert_same_tensors(written, expected, f"exported file ({head})")
     with safe_open(str(out), framework="pt") as f:
-        assert f.metadata() == {"format": "pt"}, f"metadata {f.metadata()}"
+        assert f.metadata() == {"format": "pt", "gptref": "export-hf"}, f"metadata {f.metadata()}"
     _, reimported = load_hf_safetensors(out, n_heads=4)
     assert_same_tensors(reimported, dict(sd), "export re-imported")
 
@@ -332,7 +332,9 @@ def test_an_hf_width_outside_gpt2s_sizes_needs_n_heads():
     """emb_dim 4 is no GPT-2 size: config_from_hf asks for n_heads; a non-divisor is refused."""
     with pytest.raises(ValueError, match=r"emb_dim 4 is none of GPT-2's sizes.*pass n_heads"):
         config_from_hf(hand_built())
-    with pytest.raises(ValueError, match=r"emb_dim \(4\) must be a multiple of n_heads \(3\)"):
+    with pytest.raises(
+        ValueError, match=r"n_heads must divide the weights' width 4, got 3; one of \[1, 2, 4\]"
+    ):
         config_from_hf(hand_built(), n_heads=3)
 
 
