@@ -12,7 +12,9 @@ The modules, one concept each, in the order the data flows::
     loss.py         calc_loss_batch, calc_loss_loader, perplexity (the one home of the loss)
     chunked_loss.py the head and cross-entropy in row chunks, without the (b*T, V) logits
     schedule.py     lr_at (warmup + cosine), the book's appendix-D formula
-    fast.py         FastPaths: every opt-in speed and memory path as one type; FAST
+    fast.py         FastPaths: every opt-in speed and memory path as one type; FAST,
+                    choose_fast: the fastest tested bundle for this device
+    fast_probe.py   the probe behind it: bf16 against float32 matmuls, cached per machine
     step.py         train_step, evaluate (the process group comes in as an argument)
     loop.py         train: the book's loop, with a callback after every step
     state.py        TrainState, History: position and record of a run, saved and resumed exactly
@@ -68,7 +70,8 @@ _EXPORTS = {
     **dict.fromkeys(["BatchOrderSampler", "GPTDataset", "create_dataloader"], "gptref.loader"),
     **dict.fromkeys(["PreparedCorpus", "TextCorpus", "TokenFile"], "gptref.tokens"),
     **dict.fromkeys(
-        ["FAST", "FastPaths", "compile_model", "make_optimizer", "set_tf32", "unwrap"],
+        ["FAST", "FAST_BF16", "FAST_FP32", "FastPaths", "choose_fast", "compile_model",
+         "make_optimizer", "set_tf32", "unwrap"],
         "gptref.fast",
     ),
     **dict.fromkeys(["generate", "generate_text_simple"], "gptref.generation"),

@@ -1,15 +1,21 @@
 """``FastPaths``: every opt-in speed path as one type, each computing the reference's function.
 
 A ``FastPaths`` value is a set of switches; ``FastPaths()`` is the fp32 reference (the book's
-ops, PyTorch's default AdamW) and ``FAST`` is the tested bundle behind ``gptref train --fast``
-(sdpa + bf16 autocast + fused AdamW + fused LayerNorm/GELU). The CLI, ``gptref bench
---compare`` and the benchmarks all start from these two. Each path is tested against the
-reference (``tests/test_fast.py``, with the tolerance it is held to and why) and timed beside
-it (``benchmarks/test_bench_fast.py``):
+ops, PyTorch's default AdamW). ``--fast`` is the fastest tested bundle for the device it runs
+on, ``choose_fast(device)``: sdpa + fused AdamW + fused LayerNorm/GELU everywhere, the chunked
+loss on CPUs (measured faster there), and bf16 autocast on CUDA and on CPUs whose bf16
+matmul ``gptref.fast_probe`` measures at least 1.5x their float32 one (elsewhere bf16 is
+30-100x slower). ``FAST`` is that choice for the device ``--device auto`` picks, made on
+first use and fixed for the process; the two fixed bundles are ``FAST_BF16`` (``FAST`` as it
+was first defined: sdpa + bf16 + fused AdamW + fused layers) and ``FAST_FP32`` (the same in
+float32). Each path is tested against the reference (``tests/test_fast.py``, with the
+tolerance it is held to and why) and timed beside it (``benchmarks/test_bench_fast.py``,
+``benchmarks/test_bench_auto.py``):
 
 - ``attn="sdpa"``: fused attention (``F.scaled_dot_product_attention``), equal up to rounding;
 - ``dtype="bfloat16"``: ``train_step``'s autocast; matmuls in bf16, weights, gradients and
-  AdamW state in fp32; 2-4x on CPUs with AMX/AVX512-BF16 and on every recent GPU;
+  AdamW state in fp32; 2-4x on CPUs with AMX/AVX512-BF16 and on every recent GPU, 30-100x
+  slower on CPUs without native bf16 (AVX2);
 - ``optimizer="foreach" | "fused"``: AdamW's multi-tensor or fused kernels instead of the
   per-parameter loop ("default" is PyTorch's choice, "for-loop" forces the loop);
 - ``compile=True``: ``torch.compile`` (inductor) of the forward and backward;
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from gptref.fast_probe import Probe
     from gptref.model import GPTConfig
 
 Attn = Literal["reference", "sdpa"]
@@ -150,7 +157,75 @@ class FastPaths:
 
 
 REFERENCE = FastPaths()
-FAST = FastPaths(attn="sdpa", dtype="bfloat16", optimizer="fused", fused_layers=True)
+# the fixed bundles --fast chooses from (FAST_BF16 is what FAST meant before it was chosen)
+FAST_BF16 = FastPaths(attn="sdpa", dtype="bfloat16", optimizer="fused", fused_layers=True)
+FAST_FP32 = FAST_BF16.replace(dtype="float32")
+# on CPU the chunked loss is in the bundle: faster there (it never writes the (b*T, V) logits
+# and their log-softmax to memory), 1.3-1.4x on the small preset (benchmarks/results/auto_*)
+CPU_BUNDLE = {"loss": "chunked"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FastChoice:
+    """``choose_fast``'s answer: the bundle for a device and why it has its dtype."""
+
+    paths: FastPaths
+    device: str  # "cpu" or "cuda"
+    reason: str  # why this dtype, with the numbers that decided it
+    probe: Probe | None = None  # on CPU: what gptref.fast_probe measured
+
+    def line(self, paths: FastPaths | None = None) -> str:
+        """'fast paths: sdpa, fused layers, fused AdamW, chunked loss; fp32 (this CPU has no
+        native bf16 matmul: ...)' for ``paths`` (default: the choice; a run may have
+        changed some of it explicitly)."""
+        paths = self.paths if paths is None else paths
+        dtype = {"float32": "fp32", "bfloat16": "bf16"}[paths.dtype]
+        why = (
+            self.reason if paths.dtype == self.paths.dtype else f"chosen explicitly; {self.reason}"
+        )
+        return f"fast paths: {describe_paths(paths) or 'none'}; {dtype} ({why})"
+
+
+def describe_paths(paths: FastPaths) -> str:
+    """The paths that differ from the reference, in words (dtype aside): 'sdpa, fused
+    layers, fused AdamW, chunked loss'."""
+    words = {
+        "attn": "sdpa", "fused_layers": "fused layers", "optimizer": f"{paths.optimizer} AdamW",
+        "loss": "chunked loss", "recompute": f"recompute k={paths.recompute}",
+        "compile": "compile", "tf32": "TF32", "vocab_pad": f"vocab pad {paths.vocab_pad}",
+    }  # fmt: skip
+    return ", ".join(w for k, w in words.items() if getattr(paths, k) != getattr(REFERENCE, k))
+
+
+def choose_fast(device: str = "auto", *, cache: bool = True) -> FastChoice:
+    """The fastest tested bundle for ``device`` ("auto": CUDA when available, else "cpu"):
+    CUDA: ``FAST_BF16`` (``FAST_FP32`` on a card without bf16); CPU: ``FAST_BF16`` or
+    ``FAST_FP32`` as ``gptref.fast_probe`` measures bf16 against float32 matmuls (``cache``:
+    its answer remembered per machine and torch), with ``CPU_BUNDLE`` on top."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_choice("choose_fast", "device", device, ("cpu", "cuda"))
+    if device == "cuda":
+        name = torch.cuda.get_device_name()
+        if torch.cuda.is_bf16_supported():
+            return FastChoice(FAST_BF16, device, f"{name} has native bf16")
+        return FastChoice(FAST_FP32, device, f"{name} has no native bf16")
+    from gptref.fast_probe import bf16_pays, bf16_reason, probe_cpu
+
+    probe = probe_cpu(cache=cache)
+    base = FAST_BF16 if bf16_pays(probe) else FAST_FP32
+    return FastChoice(base.replace(**CPU_BUNDLE), device, bf16_reason(probe), probe)
+
+
+def __getattr__(name: str) -> Any:
+    """``FAST``: ``choose_fast().paths``, made on first use (a probe of ~10 ms, or the cache)
+    and then fixed for the process."""
+    if name == "FAST":
+        globals()["FAST"] = value = choose_fast().paths
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_optimizer(

@@ -8,13 +8,13 @@ the datasheet's on a known CUDA card.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
+from gptref.fast_probe import matmul_flops
 from gptref.memory import parameter_count
 from gptref.model import GPTConfig, as_config
 
@@ -41,18 +41,9 @@ def flops_per_token(config: GPTConfig | Mapping[str, Any], context: int | None =
 
 @functools.cache
 def cpu_peak_flops(dtype: str = "float32", size: int = 2048, seconds: float = 0.5) -> float:
-    """The best FLOP/s of ``size``-square matmuls in ``dtype`` on this CPU over ~``seconds``
-    (measured once per process and remembered)."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(size, size, generator=gen).to(getattr(torch, dtype))
-    y = torch.randn(size, size, generator=gen).to(getattr(torch, dtype))
-    x @ y  # first call loads the kernels
-    best, start = math.inf, time.perf_counter()
-    while time.perf_counter() - start < seconds or best == math.inf:
-        t0 = time.perf_counter()
-        x @ y
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best
+    """The best FLOP/s of ``size``-square matmuls in ``dtype`` on this CPU (all torch
+    threads) over ~``seconds`` by wall clock (measured once per process and remembered)."""
+    return matmul_flops(dtype, size, seconds=seconds, clock=time.perf_counter)
 
 
 def device_peak_flops(device: str, dtype: str) -> float | None:

@@ -38,8 +38,9 @@ class Args:
     # the other fast paths, as `gptref train` declares them (dtype and attn are lists here)
     fast: FastPaths = nested(FastPaths, exclude=("attn", "dtype"))
     compare: bool = setting(
-        False, "instead of a sweep: the fp32 reference and the fast paths side by side at the "
-        "first batch size and device, with speed-ups (writes compare.md/json)",
+        False, "instead of a sweep: the fp32 reference, --fast (the bundle chosen for this "
+        "device) and the bundle in the other dtype side by side at the first batch size and "
+        "device, with speed-ups; names the CPU and each side's dtype (writes compare.md/json)",
     )  # fmt: skip
     levers: bool = setting(
         False, "instead of the default sweep: the memory levers side by side (reference, chunked loss, "
@@ -82,12 +83,22 @@ def main(args: Args) -> int:
     if args.levers and args.compare:
         raise ValueError("--levers and --compare are two different runs: pick one")
     if args.compare:
+        from gptref.bench.compare import device_line, left_out
+        from gptref.fast import choose_fast
+
+        choice = choose_fast(devices[0])
+        head = device_line(choice)
+        print(head)
+        if left_out(choice):
+            print(left_out(choice))
         variants = standard_variants(devices[0], vocab_pad=args.fast.vocab_pad,
-                                     compile=args.fast.compile)  # fmt: skip
+                                     compile=args.fast.compile, choice=choice)  # fmt: skip
         rows = compare_paths(variants, args.preset, args.context, sizes[0], devices[0],
                              steps=args.steps, progress=not args.no_progress)  # fmt: skip
         write_results(rows, args.out, "compare")
-        print(format_comparison(rows))
+        table = format_comparison(rows)
+        (Path(args.out) / "compare.md").write_text(f"{head}\n\n{table}\n")
+        print(table)
         _warn_if_starved(rows)
         print(f"wrote {args.out}/: compare.md, compare.json")
         return 0
