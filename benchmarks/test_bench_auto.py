@@ -8,10 +8,16 @@ every round. Writes ``benchmarks/results/auto_cpu_124m.json`` (the machine: CPU 
 PyTorch's capability, bf16 units; every round with its load) and ``.md``; ``extra_info``
 holds the speed-ups and the chosen bundle's share of the ceiling.
 
+``-k stepwise`` (~10 minutes): the bundles with and without the chunked loss, every model
+built at once and one step of each in turn (``gptref.bench.inprocess.stepwise``: steps of a
+round seconds apart), at GPT-124M context 256 batch 4 (6 rounds) and at the main job's
+setting (20 rounds). Writes ``auto_stepwise_cpu_124m.json`` and ``auto_stepwise_cpu_small.json``.
+
 ``-k compile`` (~15 minutes): the reference and the chosen bundle, eager and compiled
 (inductor's C++ backend), at GPT-124M context 256 batch 4 and at the main job's setting
-(``gptref train``: the small preset, context 128, batch 8), compile time apart and the run
-length from which compiling pays. Writes ``auto_compile_cpu.json`` / ``.md``.
+(``gptref train``: the small preset, context 128, batch 8), each in a fresh process with an
+empty inductor cache (a first run's compile time), compile time apart and the run length
+from which compiling pays. Writes ``auto_compile_cpu.json`` / ``.md``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gptref.bench.inprocess import compile_cost, format_compile, format_paths, interleaved_paths
+from gptref.bench.inprocess import (
+    cold_compile_cost,
+    format_compile,
+    format_paths,
+    interleaved_paths,
+    stepwise,
+)
 from gptref.bench.measure import machine_info
 from gptref.fast import CPU_BUNDLE, FAST_BF16, FAST_FP32, REFERENCE, choose_fast
 
@@ -83,8 +95,8 @@ def test_bench_compile_cpu(benchmark):
     def run() -> list[dict]:
         rows = []
         for preset, context, batch in COMPILE_SETTINGS:
-            for name, paths in (("fp32 reference", REFERENCE), (f"--fast ({AUTO})", CHOICE.paths)):
-                row = compile_cost(paths, preset, context, batch, rounds=3)
+            for name, paths in (("fp32 reference", REFERENCE), ("--fast", CHOICE.paths)):
+                row = cold_compile_cost(paths, preset, context, batch, rounds=3)
                 rows.append({"variant": name, **row})
         return rows
 
@@ -95,3 +107,30 @@ def test_bench_compile_cpu(benchmark):
         compile_speedups={f"{r['preset']} {r['variant']}": r["speedup"] for r in rows},
         compile_seconds={f"{r['preset']} {r['variant']}": r["compile_s"] for r in rows},
     )
+
+
+STEPWISE = {
+    "bf16+chunk": FAST_BF16.replace(**CPU_BUNDLE), "bf16": FAST_BF16,
+    "fp32+chunk": FAST_FP32.replace(**CPU_BUNDLE), "fp32": FAST_FP32, "ref": REFERENCE,
+    "ref+chunk": REFERENCE.replace(**CPU_BUNDLE),
+}  # fmt: skip
+# (preset, context, batch, rounds, variants): at GPT-124M three models fit beside the others'
+STEPWISE_SETTINGS = [
+    ("124M", 256, 4, 6, ["bf16+chunk", "bf16", "fp32+chunk"]),
+    ("small", 128, 8, 20, ["ref", "ref+chunk", "fp32", "fp32+chunk", "bf16", "bf16+chunk"]),
+]
+
+
+def test_bench_bundles_stepwise_cpu(benchmark):
+    def run() -> dict:
+        got = {}
+        for preset, context, batch, rounds, names in STEPWISE_SETTINGS:
+            record = stepwise({n: STEPWISE[n] for n in names}, preset, context, batch,
+                              rounds=rounds)  # fmt: skip
+            record["machine"] = machine_info()
+            name = f"auto_stepwise_cpu_{preset.lower()}"
+            (RESULTS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+            got[preset] = {r["variant"]: r["ratio"] for r in record["rows"]}
+        return got
+
+    benchmark.extra_info.update(ratios=benchmark.pedantic(run, rounds=1, iterations=1))

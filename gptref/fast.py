@@ -160,8 +160,10 @@ REFERENCE = FastPaths()
 # the fixed bundles --fast chooses from (FAST_BF16 is what FAST meant before it was chosen)
 FAST_BF16 = FastPaths(attn="sdpa", dtype="bfloat16", optimizer="fused", fused_layers=True)
 FAST_FP32 = FAST_BF16.replace(dtype="float32")
-# on CPU the chunked loss is in the bundle: faster there (it never writes the (b*T, V) logits
-# and their log-softmax to memory), 1.3-1.4x on the small preset (benchmarks/results/auto_*)
+# on CPU the chunked loss is in the bundle: faster on every CPU measured, in float32 and in
+# bf16 (it never writes the (b*T, V) logits and their log-softmax gradient to memory): the
+# main job's setting 1.3-1.4x, GPT-124M at context 256 1.1-1.3x (benchmarks/results/auto_*,
+# and issue 24's AVX2 table: 1.44x and 1.09x)
 CPU_BUNDLE = {"loss": "chunked"}
 
 

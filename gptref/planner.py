@@ -144,8 +144,12 @@ HALF_SPEED_TOKENS = {"cpu": 100, "cuda": 5000}
 # minus 1 (negative: it is faster), per device class (gptref.fast_probe.device_class) and
 # dtype, at GPT-124M, context 256, batch 4, the two timed side by side in one process.
 CHUNKED_LOSS_COST: dict[tuple[str, str], float] = {
-    # the AVX2 EPYC of issue 24: reference 102 tokens/s, with the chunked loss 111
+    # an AVX2 EPYC (issue 24's measurement): reference 102 tokens/s, with the chunked loss 111
     ("cpu AVX2", "float32"): -0.081,
+    # an AVX512-BF16 EPYC, no AMX (benchmarks/results/auto_cpu_124m: median per-round ratio
+    # per CPU second): the reference with the chunked loss 1.119x; the bf16 bundle 1.143x
+    ("cpu AVX512 avx512_bf16", "float32"): -0.106,
+    ("cpu AVX512 avx512_bf16", "bfloat16"): -0.125,
 }
 DEFAULT_LOSS_CHUNK = 1024  # gptref.chunked_loss.DEFAULT_CHUNK, FastPaths.loss_chunk's default
 

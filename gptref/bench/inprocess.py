@@ -33,7 +33,7 @@ from gptref.bench.flops import flops_per_token
 from gptref.bench.measure import measure_config
 from gptref.fast import FastPaths
 from gptref.fast_probe import matmul_rates
-from gptref.model import resolve_config
+from gptref.model import GPTConfig, resolve_config
 
 
 def fp32_ceiling(size: int = 2048, seconds: float = 0.5) -> dict[str, float]:
@@ -45,20 +45,22 @@ def fp32_ceiling(size: int = 2048, seconds: float = 0.5) -> dict[str, float]:
 
 def interleaved_paths(
     variants: Mapping[str, FastPaths],
-    preset: str = "124M",
+    preset: str | GPTConfig | Mapping[str, Any] = "124M",
     context: int | None = 256,
     batch_size: int = 4,
     *,
     rounds: int = 3,
     steps: int = 2,
     warmup: int = 1,
+    ceiling_size: int = 2048,
     progress: bool = True,
     on_round: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Time every variant's ``train_step`` (CPU, a fresh model each round: ``warmup`` then
     ``steps`` timed steps) in turn for ``rounds`` rounds, in this process ->
-    {"rows": one per variant (see the module docstring), "rounds": what each round measured}.
-    ``on_round`` is called with each round's record as it ends."""
+    {"rows": one per variant (see the module docstring), "rounds": what each round measured,
+    "flops_per_token"}. The ceiling is a ``ceiling_size``-square matmul's. ``on_round`` is
+    called with each round's record as it ends."""
     if not variants:
         raise ValueError("interleaved_paths: give at least one variant")
     names = list(variants)
@@ -71,7 +73,7 @@ def interleaved_paths(
     records = []
     for r in range(rounds):
         record: dict[str, Any] = {"round": r, "load_1min": os.getloadavg()[0]}
-        record["ceiling"] = fp32_ceiling()
+        record["ceiling"] = fp32_ceiling(ceiling_size)
         record["variants"] = {}
         for name in names[r % len(names) :] + names[: r % len(names)]:
             paths = variants[name]
@@ -117,8 +119,79 @@ def _rows(names, records, variants, fpt) -> list[dict[str, Any]]:
     return rows
 
 
+class _Stepper:
+    """One variant's model (seeded), AdamW and the fixed batch: ``step()`` trains one step
+    -> (wall seconds, CPU seconds / threads)."""
+
+    def __init__(self, paths: FastPaths, cfg: GPTConfig, x: torch.Tensor, y: torch.Tensor):
+        from gptref.model import GPTModel
+
+        torch.manual_seed(123)
+        self.paths, self.x, self.y = paths, x, y
+        self.model, self.adamw = paths.build(GPTModel(paths.apply(cfg)).train(), 4e-4, 0.1)
+
+    def step(self) -> tuple[float, float]:
+        from gptref.step import train_step
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        train_step(self.model, self.adamw, self.x, self.y, "cpu",
+                   autocast_dtype=self.paths.autocast_dtype,
+                   loss_chunk=self.paths.loss_chunk_rows)  # fmt: skip
+        return time.perf_counter() - t0, (time.process_time() - c0) / torch.get_num_threads()
+
+
+def _setting(preset, context, batch_size):
+    from gptref.bench.measure import _batch
+
+    cfg = resolve_config(preset, context_length=context)
+    return cfg, *_batch(cfg, batch_size, "cpu")
+
+
+def stepwise(
+    variants: Mapping[str, FastPaths],
+    preset: str | GPTConfig | Mapping[str, Any] = "124M",
+    context: int | None = 256,
+    batch_size: int = 4,
+    *,
+    rounds: int = 8,
+) -> dict[str, Any]:
+    """Every variant's model and AdamW built at once (memory: all of them), one warm-up step
+    each, then ``rounds`` rounds of one step per variant in turn (round r from the variant r
+    mod n on) -> {"rows": per variant the median step's tokens/s and ``ratio``, the median
+    over rounds of its step time's ratio to the first variant's in the same round, by wall
+    clock and per CPU second; "rounds": the step times}. Steps of one round run seconds
+    apart, under the same load: the finest interleaving one process allows."""
+    cfg, x, y = _setting(preset, context, batch_size)
+    steppers = {name: _Stepper(paths, cfg, x, y) for name, paths in variants.items()}
+    for stepper in steppers.values():
+        stepper.step()
+    names, records = list(steppers), []
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        records.append({"load_1min": os.getloadavg()[0],
+                        "steps": {name: steppers[name].step() for name in order}})  # fmt: skip
+    median, first = statistics.median, names[0]
+    tokens = batch_size * cfg.context_length
+    rows = []
+    for name in names:
+        rows.append({
+            "variant": name, "dtype": variants[name].dtype, "loss": variants[name].loss,
+            "tokens_per_s": tokens / median(r["steps"][name][0] for r in records),
+            "ratio": median(r["steps"][first][0] / r["steps"][name][0] for r in records),
+            "ratio_cpu": median(r["steps"][first][1] / r["steps"][name][1] for r in records),
+            "wins": sum(r["steps"][name][0] < r["steps"][first][0] for r in records),
+        })  # fmt: skip
+    return {"rows": rows, "rounds": records, "preset": preset, "context": cfg.context_length,
+            "batch_size": batch_size}  # fmt: skip
+
+
 def compile_cost(
-    paths: FastPaths, preset: str, context: int | None, batch_size: int, *, rounds: int = 3
+    paths: FastPaths,
+    preset: str | GPTConfig | Mapping[str, Any],
+    context: int | None,
+    batch_size: int,
+    *,
+    rounds: int = 3,
 ) -> dict[str, Any]:
     """``paths`` eager and compiled (``torch.compile``, inductor; on CPU its C++ backend), in
     this process: two models from the same seed, one warm-up step of the eager one, two
@@ -128,29 +201,13 @@ def compile_cost(
     the seconds of eager training from which compiling pays (None: it never does)."""
     import torch._dynamo
 
-    from gptref.bench.measure import _batch
-    from gptref.model import GPTModel
-    from gptref.step import train_step
-
-    cfg = paths.apply(resolve_config(preset, context_length=context))
-    x, y = _batch(cfg, batch_size, "cpu")
-
-    def build(compiled: bool):
-        torch.manual_seed(123)
-        return paths.replace(compile=compiled).build(GPTModel(cfg).train(), 4e-4, 0.1)
-
-    def step(built) -> tuple[float, float]:  # -> (wall s, CPU s / threads)
-        t0, c0 = time.perf_counter(), time.process_time()
-        train_step(*built, x, y, "cpu", autocast_dtype=paths.autocast_dtype,
-                   loss_chunk=paths.loss_chunk_rows)  # fmt: skip
-        return time.perf_counter() - t0, (time.process_time() - c0) / torch.get_num_threads()
-
+    cfg, x, y = _setting(preset, context, batch_size)
     torch._dynamo.reset()
     load = os.getloadavg()[0]
-    eager, compiled = build(False), build(True)
-    step(eager)
-    first = [step(compiled), step(compiled)]
-    timed = [(step(eager), step(compiled)) for _ in range(rounds)]
+    eager, compiled = _Stepper(paths, cfg, x, y), _Stepper(paths.replace(compile=True), cfg, x, y)
+    eager.step()
+    first = [compiled.step(), compiled.step()]
+    timed = [(eager.step(), compiled.step()) for _ in range(rounds)]
     median = statistics.median
     e, c = (median(t[i][0] for t in timed) for i in (0, 1))
     e_cpu, c_cpu = (median(t[i][1] for t in timed) for i in (0, 1))
@@ -165,6 +222,31 @@ def compile_cost(
         "break_even_s": compile_s * e / (e - c) if c < e else None,
         "load_1min": [load, os.getloadavg()[0]], "rounds": rounds,
     }  # fmt: skip
+
+
+def cold_compile_cost(
+    paths: FastPaths, preset: str, context: int | None, batch_size: int, *, rounds: int = 3
+) -> dict[str, Any]:
+    """``compile_cost`` in a fresh Python process with an empty inductor cache
+    (``TORCHINDUCTOR_CACHE_DIR``): the compile time of a first run, which a second run on the
+    same machine partly saves (inductor keeps compiled kernels on disk)."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    spec = json.dumps({"paths": dataclasses.asdict(paths), "preset": preset, "context": context,
+                       "batch_size": batch_size, "rounds": rounds})  # fmt: skip
+    code = ("import json, sys; from gptref.bench.inprocess import compile_cost; "
+            "from gptref.fast import FastPaths; a = json.loads(sys.argv[1]); "
+            "p = FastPaths.from_dict(a.pop('paths')); print(json.dumps(compile_cost(p, **a)))")  # fmt: skip
+    with tempfile.TemporaryDirectory() as cache:
+        proc = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True,
+                              env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"cold_compile_cost: {spec} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def format_paths(record: Mapping[str, Any]) -> str:
@@ -195,7 +277,7 @@ def format_paths(record: Mapping[str, Any]) -> str:
          f"{r['cpu_share']:.2f}"]
         for r in record["rows"]
     ]  # fmt: skip
-    return "\n".join(lines) + markdown_table(head, cells)
+    return "\n".join(lines) + "\n" + markdown_table(head, cells)
 
 
 def format_compile(record: Mapping[str, Any]) -> str:
