@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from gptref.bench import compare_paths, format_comparison, format_table, machine_info, run_bench
-from gptref.fast import REFERENCE
+from gptref.fast.paths import REFERENCE
 from gptref.model import GPT_CONFIG_124M
 
 

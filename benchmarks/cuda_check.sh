@@ -17,7 +17,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,
 python3 -c "import torch, tiktoken, gptref; print('torch', torch.__version__, torch.cuda.get_device_name(0)); from gptref.tokenizer import gpt2_tokenizer; print(gpt2_tokenizer().encode('Hello, world'))" 2>&1 | tee -a "$OUT/gpu.txt"
 
 echo "== CUDA tests of the fast paths =="
-timeout 100 python3 -m pytest -q -p no:cacheprovider tests/test_fast.py tests/test_bench.py -rs 2>&1 | tail -12 | tee "$OUT/tests.txt"
+timeout 100 python3 -m pytest -q -p no:cacheprovider tests/fast/test_fast.py tests/bench/test_bench.py -rs 2>&1 | tail -12 | tee "$OUT/tests.txt"
 
 echo "== benchmarks =="
 timeout 300 python3 benchmarks/cuda_bench.py "$OUT" 2>&1 | grep -v "^W1\|^  " | tail -30

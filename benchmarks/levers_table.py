@@ -34,10 +34,10 @@ from typing import Any
 from gptref.bench.levers import LEVERS
 from gptref.bench.measure import EXACT_RSS_ENV, machine_info, run_isolated
 from gptref.bench.report import markdown_table
-from gptref.fast import REFERENCE
-from gptref.memory import estimate_training_memory, format_bytes
+from gptref.fast.paths import REFERENCE
 from gptref.model import resolve_config
-from gptref.planner import max_batch_size, parse_bytes
+from gptref.plan.memory import estimate_training_memory, format_bytes
+from gptref.plan.planner import max_batch_size, parse_bytes
 
 STEPS = 2
 ROUNDS = 3

@@ -19,6 +19,7 @@ from gptref.data import split
 from gptref.loader import create_dataloader
 from gptref.loop import train
 from gptref.model import GPT_CONFIG_124M, GPTModel
+from gptref.run.config import book_text_mismatch
 from gptref.tokenizer import gpt2_tokenizer
 
 BOOK_LOG = """\
@@ -50,6 +51,9 @@ def main() -> int:
     )
     parser.add_argument("--text", type=Path, default=DEFAULT_TEXT, help="the-verdict.txt")
     args = parser.parse_args()
+    mismatch = book_text_mismatch([args.text])
+    if mismatch:  # this script checks the book's lines: on another text every one differs
+        sys.exit(f"reproduce_chapter5: {mismatch}")
     text = args.text.read_text(encoding="utf-8")
     cfg = {**GPT_CONFIG_124M, "context_length": 256}
     train_text, val_text = split(text, 0.90)

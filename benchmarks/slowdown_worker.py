@@ -7,7 +7,7 @@ returns, for 0.10 x the CPU time the call took, so the workload costs 1.10x its 
 tight loop: a few thousand system calls in a row also slowed the next call, and made
 "+10 %" a 15 % slowdown). ``train_step:0`` wraps it the same way
 with no delay: the A side of a proof runs the same wrapper, so the true ratio is 1 + fraction.
-Run by ``benchmarks/track_proof.py`` as the ``worker`` of ``gptref.bench.abtest.Side``.
+Run by ``benchmarks/track_proof.py`` as the ``worker`` of ``gptref.track.abtest.Side``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptref.bench import compare_paths, write_results
-from gptref.fast import FAST_BF16, REFERENCE
+from gptref.fast.paths import FAST_BF16, REFERENCE
 
 RESULTS = Path(__file__).parent / "results"
 ROUNDS = 2
@@ -47,7 +47,7 @@ def test_bench_fast_paths_cpu_124m(benchmark):
     assert all(r["status"] == "ok" for r in rows), rows
     speedups = {r["variant"]: r["speedup"] for r in rows}
     benchmark.extra_info.update(speedups=speedups)
-    write_results(rows, RESULTS, "fast_cpu")
+    write_results(rows, RESULTS, "fast_cpu", overwrite=True)
 
 
 # one path at a time against the reference, on the small preset (context 128, batch 8)
@@ -71,4 +71,4 @@ def test_bench_each_fast_path_cpu_small(benchmark):
     )
     assert all(r["status"] == "ok" for r in rows), rows
     benchmark.extra_info.update(speedups={r["variant"]: r["speedup"] for r in rows})
-    write_results(rows, RESULTS, "fast_each_cpu_small")
+    write_results(rows, RESULTS, "fast_each_cpu_small", overwrite=True)

@@ -138,7 +138,7 @@ def _record(benchmark, rows, name: str) -> None:
     benchmark.extra_info.update(
         tokens_per_s_ratio={r["variant"]: r["tokens_per_s_ratio"] for r in rows}
     )
-    write_results(rows, RESULTS, name)
+    write_results(rows, RESULTS, name, overwrite=True)
     (RESULTS / f"{name}.md").write_text(format_levers(rows) + "\n")
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from gptref.bench import measure_memory
-from gptref.memory import estimate_training_memory
 from gptref.model import GPT_CONFIG_124M, GPT_CONFIG_SMALL, GPT_CONFIG_TINY
+from gptref.plan.memory import estimate_training_memory
 
 CONFIGS = {
     "tiny": GPT_CONFIG_TINY,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.conftest import peak_rss_growth
-from gptref.prepare import default_threads, prepare
+from gptref.corpus.prepare import default_threads, prepare
 from gptref.tokenizer import gpt2_tokenizer
 
 N_DOCUMENTS, DOCUMENT_CHARS = 8, 2_000_000  # 16 MB of English prose

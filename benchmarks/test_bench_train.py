@@ -19,8 +19,8 @@ import torch
 
 from benchmarks.conftest import peak_rss_growth
 from gptref.bench import release_freed_memory
-from gptref.memory import estimate_training_memory
 from gptref.model import GPT_CONFIG_124M, GPT_CONFIG_TINY, GPTModel
+from gptref.plan.memory import estimate_training_memory
 from gptref.step import train_step
 
 CONTEXT = 256

@@ -5,7 +5,7 @@ real regression of known size.
 ``benchmarks/results/track/proof_*.json``; ``summary`` prints the figures the README shows):
 
 - ``abtest``: ``--comparisons`` (default 20) independent experiments, each four sides of the
-  same build interleaved repetition by repetition (``gptref.bench.abtest.interleave``,
+  same build interleaved repetition by repetition (``gptref.track.abtest.interleave``,
   10 rounds, what ``gptref track compare`` does for two): A and A2 plain, B with
   ``train_step`` slowed by 10 % of its own CPU time and C by 5 % (``benchmarks/
   slowdown_worker.py``; every side runs the same wrapper, A and A2 with 0 %), on
@@ -33,11 +33,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gptref.bench.abtest import Side, interleave  # noqa: E402
-from gptref.bench.counts import count_instructions  # noqa: E402
-from gptref.bench.stats import compare_samples  # noqa: E402
-from gptref.bench.workloads import WORKLOADS  # noqa: E402
-from gptref.commands.track import ROUNDS, THRESHOLDS  # noqa: E402
+from gptref.cli.track import ROUNDS, THRESHOLDS  # noqa: E402
+from gptref.track.abtest import Side, interleave  # noqa: E402
+from gptref.track.counts import count_instructions  # noqa: E402
+from gptref.track.stats import compare_samples  # noqa: E402
+from gptref.track.workloads import WORKLOADS  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "track"
 SLOW_WORKER = str(ROOT / "benchmarks" / "slowdown_worker.py")

@@ -2,7 +2,7 @@
 
 import sys
 
-from gptref.cli import main
+from gptref.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

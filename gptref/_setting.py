@@ -1,4 +1,4 @@
-"""A setting: a dataclass field with its help text, from which ``gptref.cli`` makes a flag.
+"""A setting: a dataclass field with its help text, from which ``gptref.cli.main`` makes a flag.
 
 ``batch_size: int = setting(8, "sequences per step", metavar="N")`` becomes ``--batch-size N``
 with that help and ``(default 8)``. Hints for argparse go in the metadata: ``metavar``,

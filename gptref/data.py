@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import tiktoken
@@ -19,10 +19,21 @@ import torch
 
 from gptref._check import FieldError, check_int
 from gptref.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, gpt2_tokenizer
-from gptref.tokens import TokenFile
 
 T = TypeVar("T", str, list, torch.Tensor)
 
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """Token ids kept on disk (``gptref.corpus.tokens.TokenFile``): ``ids`` is a 1-D integer
+    tensor over a memory map, used in place and never copied whole; pickled, such an object
+    should carry its path rather than its ids (a DataLoader worker maps the file again)."""
+
+    ids: torch.Tensor
+
+
+INTEGER_DTYPES = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                            torch.uint16, torch.uint32, torch.uint64})  # fmt: skip
 SEED_LIMIT = 2**32  # torch's CPU generator uses 32 bits of its seed
 GOLDEN = 0x9E3779B1  # odd: seed -> seed * GOLDEN mod 2**32 is a bijection
 
@@ -64,14 +75,14 @@ def num_chunks(n_tokens: int, max_length: int, stride: int) -> int:
 
 
 def chunk(
-    token_ids: torch.Tensor | Sequence[int] | TokenFile | np.memmap, max_length: int, stride: int
+    token_ids: torch.Tensor | Sequence[int] | TokenSource | np.memmap, max_length: int, stride: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ids: int (N,) -> (inputs, targets): int64 (n, max_length), n = num_chunks(N, max_length, stride).
 
     ``inputs[i] = ids[i*stride : i*stride + max_length]`` and ``targets[i]`` is the same
     window one token later. Both are strided *views* of ``ids`` (after a one-off
     conversion to int64 if it is another integer dtype): no memory per window.
-    Memory-mapped ids (a ``TokenFile`` or an ``np.memmap``) are never converted: the
+    Memory-mapped ids (a ``TokenSource`` or an ``np.memmap``) are never converted: the
     windows are views of the file in its dtype (uint16); convert a batch with ``.long()``.
     """
     check_positive("chunk", max_length=max_length, stride=stride)
@@ -89,15 +100,19 @@ def windows(ids: torch.Tensor, max_length: int, stride: int) -> tuple[torch.Tens
 
 
 def as_token_tensor(
-    where: str, token_ids: torch.Tensor | Sequence[int] | TokenFile | np.memmap
+    where: str, token_ids: torch.Tensor | Sequence[int] | TokenSource | np.memmap
 ) -> torch.Tensor:
     """Validate token ids: 1-D, integer, non-negative -> int64 (N,) (a view when already int64).
 
-    Memory-mapped ids (``TokenFile``, ``np.memmap``) -> a view in the file's dtype, never a copy.
+    Memory-mapped ids (a ``TokenSource``, ``np.memmap``) -> a view in the file's dtype, never a
+    copy.
     """
-    mapped = isinstance(token_ids, (TokenFile, np.memmap))
-    if isinstance(token_ids, TokenFile):
-        ids = token_ids.ids
+    # a tensor first: the protocol's isinstance is slow, and tensors are the common case
+    mapped = not isinstance(token_ids, torch.Tensor) and isinstance(
+        token_ids, (np.memmap, TokenSource)
+    )
+    if isinstance(token_ids, torch.Tensor):
+        ids = token_ids
     elif isinstance(token_ids, np.memmap):
         if not token_ids.dtype.isnative:
             raise ValueError(
@@ -106,8 +121,8 @@ def as_token_tensor(
         with warnings.catch_warnings():  # a read-only map: torch warns that it is not writable
             warnings.filterwarnings("ignore", message=".*not writable.*")
             ids = torch.from_numpy(token_ids)
-    elif isinstance(token_ids, torch.Tensor):
-        ids = token_ids
+    elif mapped:
+        ids = token_ids.ids
     else:
         # an empty list would otherwise become float32
         ids = torch.as_tensor(token_ids) if len(token_ids) else torch.zeros(0, dtype=torch.int64)
@@ -194,11 +209,13 @@ def collate(
     ignore_index: int = -100,
     max_length: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """[(input (T_i,), target (T_i,)), ...] -> (inputs, targets): int64 (b, T).
+    """[(input (T_i,), target (T_i,)), ...] of integer ids -> (inputs, targets): int64 (b, T).
 
     T is the longest pair after truncation to ``max_length``; shorter inputs are
     right-padded with ``pad_token_id`` and targets with ``ignore_index`` (which the
-    loss skips). Equal-length pairs stack exactly like ``default_collate``.
+    loss skips). Equal-length pairs stack as ``default_collate`` stacks int64 ids. Ids of
+    any integer dtype come back int64, padded or not; float, complex or bool samples are a
+    TypeError (they are not token ids).
     """
     if len(samples) == 0:
         raise ValueError("collate: got no samples; pass at least one (input, target) pair")
@@ -212,12 +229,16 @@ def collate(
                 f"collate: sample {i} must be a pair of equal-length 1-D sequences, "
                 f"got shapes {tuple(x.shape)} and {tuple(y.shape)}"
             )
+        if x.dtype not in INTEGER_DTYPES or y.dtype not in INTEGER_DTYPES:
+            bad = x.dtype if x.dtype not in INTEGER_DTYPES else y.dtype
+            raise TypeError(f"collate: sample {i} must hold integer token ids, got dtype {bad}")
         if max_length is not None:
             x, y = x[:max_length], y[:max_length]
         pairs.append((x, y))
     width = max(x.numel() for x, _ in pairs)
-    if all(x.numel() == width for x, _ in pairs):
-        return torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+    if all(x.numel() == width for x, _ in pairs):  # (stack promotes mixed dtypes)
+        inputs, targets = torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
+        return inputs.to(torch.int64), targets.to(torch.int64)
     inputs = torch.full((len(pairs), width), pad_token_id, dtype=torch.int64)
     targets = torch.full((len(pairs), width), ignore_index, dtype=torch.int64)
     for i, (x, y) in enumerate(pairs):

@@ -12,9 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from gptref._check import check_int, check_number
-from gptref.fast import unwrap
-from gptref.model import check_token_batch
+from gptref._check import FieldError, check_int, check_number
+from gptref.model import check_token_batch, unwrap
 from gptref.tokenizer import text_to_token_ids, token_ids_to_text
 
 Model = Callable[[torch.Tensor], torch.Tensor]  # ids int64 (b, T) -> logits (b, T, vocab)
@@ -121,10 +120,10 @@ def _next_token(
         scaled = logits / temperature
         if not bool(torch.isfinite(scaled[scaled != float("-inf")]).all()):
             if bool(torch.isfinite(logits[logits != float("-inf")]).all()):
-                raise ValueError(
-                    f"generate: temperature {temperature} is too small: logits / temperature "
-                    "overflow float32; use 0 for greedy decoding"
-                )
+                raise FieldError(
+                    "generate", "temperature", f"{temperature} is too small: logits / "
+                    "temperature overflow float32; use 0 for greedy decoding",
+                )  # fmt: skip
             raise ValueError(
                 "generate: the model's logits are not finite (nan or inf): its weights are; "
                 "use an earlier checkpoint"

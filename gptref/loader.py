@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gptref._check import check_int
 from gptref.data import (
+    TokenSource,
     as_token_tensor,
     check_batch_order,
     check_positive,
@@ -27,12 +28,12 @@ from gptref.data import (
     tokenize,
     windows,
 )
-from gptref.tokens import TokenFile
 
 
 class GPTDataset(Dataset):
     """The book's ``GPTDatasetV1``: sliding windows over a text (or a 1-D tensor of ids,
-    or a memory-mapped ``TokenFile`` / ``np.memmap``).
+    or memory-mapped ids: a ``TokenSource`` such as ``gptref.corpus.tokens.TokenFile``, an
+    ``np.memmap``).
 
     ``dataset[i] -> (input, target): int64 (max_length,)``; the windows are views of one
     token tensor (``chunk``), not one copied tensor per window. Over a token file, each
@@ -41,7 +42,7 @@ class GPTDataset(Dataset):
 
     def __init__(
         self,
-        txt: str | torch.Tensor | TokenFile | np.memmap,
+        txt: str | torch.Tensor | TokenSource | np.memmap,
         tokenizer: tiktoken.Encoding | None,
         max_length: int,
         stride: int,
@@ -50,7 +51,7 @@ class GPTDataset(Dataset):
         ids = tokenize(txt, tokenizer) if isinstance(txt, str) else txt
         self.token_ids = as_token_tensor("GPTDataset", ids)
         self.input_ids, self.target_ids = windows(self.token_ids, max_length, stride)
-        self._file = (txt, max_length, stride) if isinstance(txt, TokenFile) else None
+        self._file = (txt, max_length, stride) if isinstance(txt, TokenSource) else None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -113,7 +114,7 @@ class BatchOrderSampler(Sampler[list[int]]):
 
 
 def create_dataloader(
-    txt: str | torch.Tensor | TokenFile | np.memmap,
+    txt: str | torch.Tensor | TokenSource | np.memmap,
     batch_size: int = 4,
     max_length: int = 256,
     stride: int = 128,
@@ -190,8 +191,3 @@ def create_dataloader(
         generator=loader_rng,
         pin_memory=pin_memory,
     )
-
-
-def is_seeded(loader) -> bool:
-    """Whether ``loader`` orders its batches by ``batch_order`` (``create_dataloader(seed=...)``)."""
-    return hasattr(getattr(loader, "batch_sampler", None), "set_epoch")

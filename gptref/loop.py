@@ -1,12 +1,13 @@
 """The book's training loop, ``train``: steps, evaluations, tokens seen, samples, and a
-callback after every step; saving and resuming are ``TrainState``'s.
+callback after every step.
 
 ``train`` is the book's ``train_model_simple`` (chapter 5) by default and appendix D's
 ``train_model`` through arguments (``schedule``, ``grad_clip``, ``clip_from_step``). With
 book-mode loaders it consumes the global RNG exactly as the book's loop does, so the book's
 numbers reproduce; with seeded loaders nothing in training depends on how often or how
-long you evaluate. The loop knows nothing of run directories, metrics files or progress
-bars: ``callback`` is where a caller adds them (``gptref.commands.train`` does).
+long you evaluate. The loop knows nothing of files: it starts from a ``TrainState`` (a
+fresh one by default) and calls ``callback`` after every step; checkpoints and resuming
+are ``gptref.run.resume``'s, progress bars and metrics files the caller's.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from gptref._check import check_int
-from gptref.distributed import DistContext, all_reduce_sum, rank_and_size
 from gptref.generation import sample_text
-from gptref.loader import is_seeded
 from gptref.rng import isolated_rng
 from gptref.state import History, TrainState
-from gptref.step import evaluate, train_step
+from gptref.step import ProcessGroup, evaluate, train_step
 
 
 def train(
@@ -52,15 +50,12 @@ def train(
     autocast_dtype: torch.dtype | None = None,
     loss_chunk: int | None = None,
     eval_weighting: str = "batch",
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int | None = None,
-    checkpoint_seconds: float | None = None,
-    resume_from: str | Path | None = None,
+    state: TrainState | None = None,
     callback: Callable[[dict[str, Any]], bool | None] | None = None,
     log: Callable[[str], None] | None = print,
-    group: DistContext | None = None,
+    group: ProcessGroup | None = None,
 ) -> History:
-    """Mutates ``model`` and ``optimizer``: the book's training loop -> ``History``.
+    """Mutates ``model``, ``optimizer`` and ``state``: the book's training loop -> ``History``.
 
     Per batch: ``lr = schedule(global_step)`` if a schedule is given (appendix D sets it
     before the forward pass), one ``train_step`` (clipping to ``grad_clip`` once
@@ -77,17 +72,14 @@ def train(
     evaluation and sample under ``isolated_rng()``: batches and dropout masks no longer
     depend on ``eval_freq`` / ``eval_iter``.
 
-    ``checkpoint_dir``: save at the end (and when stopped); with ``checkpoint_every`` also
-    every that many steps, with ``checkpoint_seconds`` also at an evaluation when that many
-    seconds passed since the last save. Saving draws no random numbers, so a run resumed
-    from any of its checkpoints ends as the uninterrupted run does, bitwise.
-    ``resume_from`` continues a run (model, optimizer, RNG, position in the epoch); a run
-    that already reached ``max_steps`` takes no further step.
-    ``callback(info)`` runs after every step with ``info = {"step", "epoch", "result",
-    "history", "state", "step_seconds"}`` (the update alone, evaluation excluded); returning True stops training (after a checkpoint when
-    ``checkpoint_dir`` is set). ``group``: the process group (``gptref.distributed``), None
-    for one process; rank 0 alone logs and writes. ``loss_chunk``: ``train_step``'s and
-    ``evaluate``'s (the chunked loss, ``FastPaths.loss_chunk_rows``).
+    ``state``: where to start (a ``TrainState`` that a resumed checkpoint gave, with the
+    model, optimizer and RNG restored); ``train`` advances it. A run whose state already
+    reached ``max_steps`` takes no further step. ``callback(info)`` runs after every step
+    with ``info = {"step", "epoch", "result", "history", "state", "step_seconds",
+    "evaluated", "last"}`` (``step_seconds``: the update alone; ``last``: this step ends
+    the run at ``max_steps``); returning True stops training after that step. ``group``:
+    the process group, None for one process; rank 0 alone logs, and one rank's stop stops
+    all of them at the same step. ``loss_chunk``: ``train_step``'s and ``evaluate``'s.
     """
     for name, value in (("eval_freq", eval_freq), ("eval_iter", eval_iter),
                         ("sample_every", sample_every)):  # fmt: skip
@@ -98,38 +90,12 @@ def train(
         check_int("train", "max_steps", max_steps, low=1, hint=" or None")
     elif num_epochs is None:
         raise ValueError("train: num_epochs=None runs until max_steps; give one of them")
-    if checkpoint_every is not None and (checkpoint_every < 1 or checkpoint_dir is None):
-        raise ValueError(
-            f"train: checkpoint_every={checkpoint_every} needs checkpoint_dir and a value >= 1"
-        )
     seeded = is_seeded(train_loader)
     quiet = isolated_rng if seeded else contextlib.nullcontext
-    rank, world_size = rank_and_size(group)
+    rank, world_size = (0, 1) if group is None else (group.rank, group.world_size)
     say = log if log is not None and rank == 0 else (lambda _msg: None)
-    if resume_from is not None:
-        state = TrainState.resume(resume_from, model, optimizer, group)
-    else:
-        state = TrainState()
+    state = TrainState() if state is None else state
     history = state.history
-
-    last_save = [time.monotonic()]
-
-    def save() -> None:
-        if checkpoint_dir is not None:
-            state.save(checkpoint_dir, model, optimizer, group)
-            last_save[0] = time.monotonic()
-
-    def due(step: int, evaluated: bool) -> bool:
-        """Whether to save after ``step`` (the same answer on every rank)."""
-        if checkpoint_dir is None:
-            return False
-        if checkpoint_every is not None and (step + 1) % checkpoint_every == 0:
-            return True
-        if checkpoint_seconds is None or not evaluated:
-            return False
-        late = time.monotonic() - last_save[0] >= checkpoint_seconds
-        return all_reduce_sum([late], group)[0] > 0 if world_size > 1 else late
-
     if max_steps is not None and state.global_step + 1 >= max_steps:
         return history  # resumed after its last step: nothing left to do
 
@@ -161,7 +127,8 @@ def train(
             state.step_done(result.tokens * world_size)  # every rank's batch
             history.lrs.append(result.lr)
             history.step_losses.append(result.loss)
-            if step % eval_freq == 0:
+            evaluated = step % eval_freq == 0
+            if evaluated:
                 with quiet():
                     train_loss, val_loss = evaluate(
                         model, train_loader, val_loader, device, eval_iter,
@@ -172,16 +139,15 @@ def train(
                     f"Ep {epoch + 1} (Step {step:06d}): "
                     f"Train loss {train_loss:.3f}, Val loss {val_loss:.3f}"
                 )
+            last = max_steps is not None and step + 1 >= max_steps
             info = {"step": step, "epoch": epoch, "result": result, "history": history,
-                    "state": state, "step_seconds": step_seconds}  # fmt: skip
+                    "state": state, "step_seconds": step_seconds, "evaluated": evaluated,
+                    "last": last}  # fmt: skip
             stop = bool(callback(info)) if callback is not None else False
             if world_size > 1:  # one rank's Ctrl-C stops all of them at the same step
-                stop = all_reduce_sum([stop], group)[0] > 0
-            if stop or (max_steps is not None and step + 1 >= max_steps):
-                save()
+                stop = bool(group.all_reduce_sum(torch.tensor([float(stop)]))[0] > 0)
+            if stop or last:
                 return history
-            if due(step, evaluated=step % eval_freq == 0):
-                save()
         if num_epochs is None and fresh and state.global_step == steps_before:
             raise ValueError(
                 "train: the training loader gave no batches; max_steps cannot be reached"
@@ -192,5 +158,10 @@ def train(
                 history.samples.append(sample_text(model, start_context, device, tokenizer))
             text = history.samples[-1].replace("\n", " ")
             say(f"sample after epoch {epoch + 1}: {text!r}" if sample_label else text)
-    save()
     return history
+
+
+def is_seeded(loader) -> bool:
+    """Whether ``loader`` orders its batches by ``batch_order`` (``create_dataloader(seed=...)``
+    hands its batches out through a sampler with ``set_epoch``)."""
+    return hasattr(getattr(loader, "batch_sampler", None), "set_epoch")

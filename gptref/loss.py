@@ -1,5 +1,5 @@
-"""The losses of chapter 5: calc_loss_batch, calc_loss_loader, perplexity (the one home of
-the loss: ``calc_loss_batch``).
+"""The losses of chapter 5: calc_loss_batch, calc_loss_loader, perplexity (the one home of the
+loss: ``calc_loss_batch``; ``loader_loss`` is the one loop over a loader).
 
 ``calc_loss_loader`` keeps the book's arithmetic by default (``weighting="batch"``): the
 mean of per-batch mean losses, so a short last batch weighs as much as a full one;
@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptref._check import check_choice, check_int
+from gptref.chunked_loss import chunked_cross_entropy
+from gptref.model import unwrap
 
 Weighting = Literal["batch", "token"]
 WEIGHTINGS = get_args(Weighting)
@@ -43,46 +45,90 @@ def calc_loss_batch(
     batches to ``device``. ``loss_chunk=c`` (a ``GPTModel``, possibly wrapped): the head and
     the cross-entropy ``c`` rows of ``b*T`` at a time (``gptref.chunked_loss``), the same
     loss without the (b, T, vocab) logits; None: the book's full logits."""
-    if loss_chunk is not None:
-        return _chunked_loss(input_batch, target_batch, model, device, loss_chunk,
-                             ignore_index, reduction)  # fmt: skip
-    logits, targets = _flat_logits(input_batch, target_batch, model, device)
-    return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction=reduction)
+    return _losses(input_batch, target_batch, model, device, ignore_index, loss_chunk,
+                   (reduction,))[0]  # fmt: skip
 
 
-def _to_device(input_batch, target_batch, device) -> tuple[torch.Tensor, torch.Tensor]:
-    # non_blocking: from a pinned batch the copy overlaps GPU work; otherwise no-op
-    return input_batch.to(device, non_blocking=True), target_batch.to(device, non_blocking=True)
-
-
-def _flat_logits(input_batch, target_batch, model, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (logits (b*T, vocab), targets (b*T,)) on ``device``."""
-    input_batch, target_batch = _to_device(input_batch, target_batch, device)
-    return model(input_batch).flatten(0, 1), target_batch.flatten()  # (b*T, vocab), (b*T,)
-
-
-def _chunked_loss(input_batch, target_batch, model, device, chunk, ignore_index, reduction):
-    """The head and the loss in chunks: ``model(x, head=False)`` gives out_head's input."""
-    from gptref.chunked_loss import chunked_cross_entropy
-    from gptref.fast import unwrap
-
-    input_batch, target_batch = _to_device(input_batch, target_batch, device)
+def _losses(input_batch, target_batch, model, device, ignore_index, loss_chunk, reductions):
+    """The batch's loss in each of ``reductions`` ("mean", "sum"), from one forward pass."""
+    # non_blocking: from a pinned batch the copy overlaps GPU work; otherwise a no-op
+    input_batch = input_batch.to(device, non_blocking=True)
+    target_batch = target_batch.to(device, non_blocking=True).flatten()  # (b*T,)
+    if loss_chunk is None:
+        logits = model(input_batch).flatten(0, 1)  # (b*T, vocab)
+        return [F.cross_entropy(logits, target_batch, ignore_index=ignore_index, reduction=r)
+                for r in reductions]  # fmt: skip
     base = unwrap(model)
     if not hasattr(base, "head_weight"):
         raise TypeError(
             f"calc_loss_batch: loss_chunk needs a gptref GPTModel (forward(ids, head=False) and "
             f"head_weight()), got {type(base).__name__}; pass loss_chunk=None"
         )
+    # the head and the loss in chunks: ``model(x, head=False)`` gives out_head's input
     hidden = model(input_batch, head=False).flatten(0, 1)  # (b*T, emb_dim)
-    return chunked_cross_entropy(
-        hidden, base.head_weight(), target_batch.flatten(), chunk,
-        ignore_index=ignore_index, reduction=reduction,
-    )  # fmt: skip
+    both = len(reductions) > 1  # then one sum, and the mean from it, as the chunked mean is made
+    loss = chunked_cross_entropy(hidden, base.head_weight(), target_batch, loss_chunk,
+                                 ignore_index=ignore_index,
+                                 reduction="sum" if both else reductions[0])  # fmt: skip
+    if not both:
+        return [loss]
+    count = (target_batch != ignore_index).sum()
+    return [loss / count if r == "mean" else loss for r in reductions]
 
 
-def counted_targets(target_batch: torch.Tensor, ignore_index: int = -100) -> int:
-    """How many targets the loss counts: those that are not ``ignore_index``."""
-    return int((target_batch != ignore_index).sum())
+@dataclass(frozen=True)
+class LoaderLoss:
+    """A loader's loss both ways, and what it was averaged over."""
+
+    batch_weighted: float  # the book's: the mean of the per-batch mean losses
+    token_weighted: float  # the mean over every counted target token
+    batches: int
+    tokens: int  # counted targets (not ignore_index)
+
+
+def loader_loss(
+    data_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    model: nn.Module,
+    device: torch.device | str,
+    num_batches: int | None = None,
+    *,
+    ignore_index: int = -100,
+    loss_chunk: int | None = None,
+    weightings: tuple[Weighting, ...] = WEIGHTINGS,
+) -> LoaderLoss:
+    """(inputs, targets) batches -> both of ``calc_loss_loader``'s numbers over the first
+    ``num_batches`` of them (all if None), in one pass: each batch's loss is reduced as each
+    of ``weightings`` needs (a mean for "batch", a sum for "token"), so each number equals
+    ``calc_loss_loader``'s to the bit. A weighting not asked for is nan. Under
+    ``torch.no_grad()``; ``model.training`` untouched (call ``eval()``). For a progress bar,
+    pass the loader wrapped in one (``tqdm(loader)`` keeps its length)."""
+    for weighting in weightings:
+        check_choice("loader_loss", "weighting", weighting, WEIGHTINGS)
+    if num_batches is not None:
+        check_int("loader_loss", "num_batches", num_batches, low=1,
+                  hint="; pass None for all batches")  # fmt: skip
+    reductions = tuple({"batch": "mean", "token": "sum"}[w] for w in weightings)
+    means, sums, n_batches, n_tokens = 0.0, 0.0, 0, 0
+    with torch.no_grad():
+        # islice stops before fetching a batch that would not be used
+        for input_batch, target_batch in itertools.islice(data_loader, num_batches):
+            losses = _losses(input_batch, target_batch, model, device, ignore_index, loss_chunk,
+                             reductions)  # fmt: skip
+            for reduction, loss in zip(reductions, losses, strict=True):
+                if reduction == "mean":
+                    means += loss.item()
+                else:
+                    sums += loss.item()
+            if "token" in weightings:
+                n_tokens += int((target_batch != ignore_index).sum())
+            n_batches += 1
+    nan = float("nan")
+    return LoaderLoss(
+        batch_weighted=means / n_batches if n_batches and "batch" in weightings else nan,
+        token_weighted=sums / n_tokens if n_tokens else nan,
+        batches=n_batches,
+        tokens=n_tokens,
+    )
 
 
 def calc_loss_loader(
@@ -108,104 +154,14 @@ def calc_loss_loader(
     """
     check_choice("calc_loss_loader", "weighting", weighting, WEIGHTINGS)
     if num_batches is not None:
-        check_int(
-            "calc_loss_loader",
-            "num_batches",
-            num_batches,
-            low=1,
-            hint="; pass None for all batches",
-        )
-    if hasattr(data_loader, "__len__"):
-        if len(data_loader) == 0:
-            return float("nan")
-        num_batches = (
-            len(data_loader) if num_batches is None else min(num_batches, len(data_loader))
-        )
-
-    total_loss, n_batches, n_tokens = 0.0, 0, 0
-    with torch.no_grad():
-        # islice stops before fetching a batch that would not be used
-        for input_batch, target_batch in itertools.islice(data_loader, num_batches):
-            if weighting == "batch":
-                loss = calc_loss_batch(
-                    input_batch, target_batch, model, device, ignore_index=ignore_index,
-                    loss_chunk=loss_chunk,
-                )  # fmt: skip
-                total_loss += loss.item()
-            else:
-                loss_sum = calc_loss_batch(
-                    input_batch, target_batch, model, device,
-                    ignore_index=ignore_index, reduction="sum", loss_chunk=loss_chunk,
-                )  # fmt: skip
-                total_loss += loss_sum.item()
-                n_tokens += counted_targets(target_batch, ignore_index)
-            n_batches += 1
-    if n_batches == 0:
-        return float("nan")
-    if weighting == "batch":
-        # the book divides by the clamped num_batches; for a sized loader that is n_batches
-        return total_loss / n_batches
-    return total_loss / n_tokens if n_tokens else float("nan")
-
-
-@dataclass(frozen=True)
-class LoaderLoss:
-    """A loader's loss both ways, and what it was averaged over."""
-
-    batch_weighted: float  # the book's: the mean of the per-batch mean losses
-    token_weighted: float  # the mean over every counted target token
-    batches: int
-    tokens: int  # counted targets (not ignore_index)
-
-
-def loader_loss(
-    data_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    model: nn.Module,
-    device: torch.device | str,
-    num_batches: int | None = None,
-    *,
-    ignore_index: int = -100,
-    progress: bool = False,
-    loss_chunk: int | None = None,
-) -> LoaderLoss:
-    """Both of ``calc_loss_loader``'s weightings in one pass over the batches: each batch's
-    logits are reduced twice (mean and sum), so each number equals ``calc_loss_loader``'s to
-    the bit (with ``loss_chunk``, the chunked sum and that sum over the count, as
-    ``calc_loss_batch`` computes its mean). Under ``torch.no_grad()``; ``model.training``
-    untouched (call ``eval()``)."""
-    from tqdm.auto import tqdm
-
-    if num_batches is not None:
-        check_int("loader_loss", "num_batches", num_batches, low=1, hint="; pass None for all")
-    total = len(data_loader) if hasattr(data_loader, "__len__") else None
-    if total is not None and num_batches is not None:
-        total = min(total, num_batches)
-    means, sums, n_batches, n_tokens = 0.0, 0.0, 0, 0
-    with torch.no_grad():
-        batches = itertools.islice(data_loader, num_batches)
-        for input_batch, target_batch in tqdm(batches, total=total, unit="batch",
-                                              disable=not progress, leave=False):  # fmt: skip
-            if loss_chunk is not None:
-                total = _chunked_loss(input_batch, target_batch, model, device, loss_chunk,
-                                      ignore_index, "sum")  # fmt: skip
-                count = (target_batch != ignore_index).sum().to(total.device)
-                means += (total / count).item()
-                sums += total.item()
-            else:
-                logits, targets = _flat_logits(input_batch, target_batch, model, device)
-                means += F.cross_entropy(logits, targets, ignore_index=ignore_index).item()
-                sums += F.cross_entropy(
-                    logits, targets, ignore_index=ignore_index, reduction="sum"
-                ).item()
-            n_batches += 1
-            n_tokens += counted_targets(target_batch, ignore_index)
-    nan = float("nan")
-    return LoaderLoss(
-        batch_weighted=means / n_batches if n_batches else nan,
-        token_weighted=sums / n_tokens if n_tokens else nan,
-        batches=n_batches,
-        tokens=n_tokens,
-    )
+        check_int("calc_loss_loader", "num_batches", num_batches, low=1,
+                  hint="; pass None for all batches")  # fmt: skip
+    if hasattr(data_loader, "__len__") and len(data_loader) == 0:
+        return float("nan")  # the book's early return: no pass over the loader
+    # the book divides by num_batches clamped to len(data_loader): the batches iterated
+    got = loader_loss(data_loader, model, device, num_batches, ignore_index=ignore_index,
+                      loss_chunk=loss_chunk, weightings=(weighting,))  # fmt: skip
+    return got.batch_weighted if weighting == "batch" else got.token_weighted
 
 
 def perplexity(loss: float | torch.Tensor) -> float:

@@ -1,38 +1,17 @@
-"""``TrainState``: where a run stands and what it has recorded, saved and resumed exactly.
+"""``TrainState`` and ``History``: where a run of ``train`` stands and what it has recorded.
 
 A run can stop after any step and continue bitwise: the state holds the position (global
 step, epoch, batches done in the epoch, tokens seen), the ``History`` and the global RNG
 state at the start of the epoch, from which a book-mode loader's shuffled order is drawn
-again on resume. The checkpoint on disk is ``gptref.checkpoint``'s format; every rank's RNG
-is kept, so a data-parallel run resumes at the same world size.
+again on resume. Writing it to disk and reading it back is ``gptref.run.resume``'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
-
-from gptref.checkpoint import load_checkpoint, save_checkpoint
-from gptref.distributed import DistContext, barrier, gather_objects, rank_and_size
-from gptref.fast import unwrap
-from gptref.rng import capture_rng, restore_rng
-from gptref.step import NonFiniteError
-
-
-def check_finite_weights(model: nn.Module, when: str) -> None:
-    """Raise ``NonFiniteError`` when a parameter of ``model`` holds nan or inf."""
-    bad = [name for name, p in unwrap(model).named_parameters() if not bool(p.isfinite().all())]
-    if bad:
-        raise NonFiniteError(
-            f"the weights are not finite {when} ({len(bad)} tensors, e.g. {bad[0]}): training "
-            "diverged; the last checkpoint is kept: lower the lr (or the weight decay), or "
-            "clip the gradients"
-        )
 
 
 @dataclass
@@ -106,69 +85,3 @@ class TrainState:
         self.batch_in_epoch += 1
         self.tokens_seen += tokens
         return self.global_step
-
-    def save(
-        self,
-        directory: str | Path,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        group: DistContext | None = None,
-    ) -> None:
-        """Checkpoint the run to ``directory``. Every rank calls this; rank 0 writes, with
-        every rank's RNG state; no rank goes on before the checkpoint is complete. Weights
-        that are not finite are never saved: ``NonFiniteError``, the last checkpoint stays."""
-        check_finite_weights(model, f"after step {self.global_step}")
-        epoch_rng = self.epoch_rng if self.epoch_rng is not None else torch.get_rng_state()
-        extra: dict[str, Any] = {"tokens_seen": self.tokens_seen, "epoch_rng": epoch_rng}
-        rank, world_size = rank_and_size(group)
-        if world_size > 1:
-            ranks = gather_objects({"rng": capture_rng(), "epoch_rng": epoch_rng}, group)
-            extra.update(world_size=world_size, ranks=ranks)
-        if rank == 0:
-            model = unwrap(model)
-            save_checkpoint(
-                directory,
-                model,
-                optimizer,
-                step=self.global_step + 1,  # updates done
-                epoch=self.epoch,
-                batch_in_epoch=self.batch_in_epoch,
-                config=getattr(model, "cfg", {}),  # the model config: what rebuilds the model
-                history=self.history.to_dict(),
-                extra=extra,
-            )
-        barrier(group)
-
-    @classmethod
-    def resume(
-        cls,
-        path: str | Path,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        group: DistContext | None = None,
-    ) -> TrainState:
-        """Load the checkpoint at ``path`` into ``model`` and ``optimizer``, restore this rank's
-        RNG -> the state to continue from. Another world size than the run's is refused."""
-        state = load_checkpoint(path, unwrap(model), optimizer)
-        extra = state["extra"]
-        rank, world_size = rank_and_size(group)
-        saved = extra.get("world_size", 1)
-        if saved != world_size:
-            raise ValueError(
-                f"resume: {path} was written by a run of {saved} process(es), this one has "
-                f"{world_size}; resume it with torchrun --nproc_per_node={saved} (batches and "
-                "RNG streams are per rank)"
-            )
-        if world_size > 1:
-            mine = extra["ranks"][rank]
-        else:
-            mine = {"rng": state, "epoch_rng": extra["epoch_rng"]}
-        restore_rng(mine["rng"])
-        return cls(
-            history=History.from_dict(state["history"]),
-            global_step=state["step"] - 1,
-            epoch=state["epoch"],
-            batch_in_epoch=state["batch_in_epoch"],
-            tokens_seen=extra["tokens_seen"],
-            epoch_rng=mine["epoch_rng"],
-        )

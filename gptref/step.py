@@ -1,24 +1,40 @@
 """One optimizer update (``train_step``) and one evaluation (``evaluate``): the training step,
 apart from the loop around it (``gptref.loop``).
 
-Both take the process group as an argument (``group``, a ``gptref.distributed.DistContext``;
+Both take the process group as an argument (``group``: anything with ``rank``,
+``world_size`` and ``all_reduce_sum``, such as ``gptref.fast.distributed.DistContext``;
 ``None`` is one process): inside a group each rank computes on its part of the global batch
 and the numbers they return are the global ones.
+
+The step reads one value back from the device: the loss, gradient norm and target count,
+together, once, before ``optimizer.step()`` (the non-finite check needs them). Nothing else
+in it waits for the device (``tests/core/test_host_reads.py`` counts).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 
 from gptref._check import FieldError, check_int, check_number
-from gptref.distributed import DistContext, all_reduce_sum
-from gptref.loss import Weighting, calc_loss_batch, calc_loss_loader, counted_targets
+from gptref.loss import Weighting, calc_loss_batch, loader_loss
+
+
+class ProcessGroup(Protocol):
+    """What the core needs of a process group (``gptref.fast.distributed.DistContext``)."""
+
+    rank: int
+    world_size: int
+
+    def all_reduce_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """float64 (n,) -> its sum over the ranks, elementwise (on the group's device)."""
+        ...
 
 
 class NonFiniteError(FloatingPointError):
@@ -47,16 +63,18 @@ def train_step(
     autocast_dtype: torch.dtype | None = None,
     ignore_index: int = -100,
     loss_chunk: int | None = None,
-    group: DistContext | None = None,
+    group: ProcessGroup | None = None,
 ) -> StepResult:
     """Mutates ``model`` and ``optimizer``: one update from (inputs, targets): int64 (b, T).
 
     ``lr`` (if given) is set on every param group first. With ``accumulation_steps = k``
-    the batch is cut into k micro-batches (``torch.tensor_split`` along rows) whose mean
-    losses are weighted by their share of counted target tokens, so the summed gradient
-    is the full batch's (up to float rounding; dropout masks differ). ``grad_clip``
+    the batch is cut into k micro-batches (``torch.tensor_split`` along rows) whose summed
+    losses are divided by the batch's count of counted targets, so the summed gradient is
+    the full batch's mean (up to float rounding; dropout masks differ). ``grad_clip``
     clips the total gradient norm (``clip_grad_norm_``). A non-finite loss or gradient
-    norm raises ``NonFiniteError`` before ``optimizer.step()``: parameters untouched.
+    norm raises ``NonFiniteError`` before ``optimizer.step()``: parameters untouched. A batch
+    whose targets are all ``ignore_index`` has no mean loss (nan, as the book's
+    ``calc_loss_batch`` gives), so it raises ``NonFiniteError`` too, whatever ``k``.
 
     With a ``group`` of several ranks (``model`` wrapped in DDP) the batch is this rank's
     part of the global batch: each rank's loss is its sum of per-token losses over the
@@ -86,53 +104,61 @@ def train_step(
         if autocast_dtype is not None
         else contextlib.nullcontext()
     )
-    counted = counted_targets(target_batch, ignore_index)
     world_size = 1 if group is None else group.world_size
+    # a tensor: counting must not wait for the device (it is read with the loss, at the end)
+    counted = (target_batch != ignore_index).sum().to(torch.float64)
     # every rank divides its loss sum by the global count; one process by its own
-    global_counted = all_reduce_sum([counted], group)[0] if world_size > 1 else counted
+    if world_size > 1:
+        counted = group.all_reduce_sum(counted.reshape(1))[0]
+    plain = world_size == 1 and accumulation_steps == 1  # the book's step: its mean loss
+    # DDP averages the ranks' gradients, hence world_size: each rank's sum / global count
+    # (inf for no counted targets: the loss is then nan, as the mean over none is)
+    scale = world_size / counted
+    total = torch.zeros((), dtype=torch.float64)
     micros = zip(
         torch.tensor_split(input_batch, accumulation_steps),
         torch.tensor_split(target_batch, accumulation_steps),
         strict=True,
     )
-    plain = world_size == 1 and accumulation_steps == 1  # the book's step: its mean loss
-    # DDP averages the ranks' gradients, hence world_size: each rank's sum / global count
-    scale = world_size / global_counted if global_counted else 0.0
-    total = 0.0
     for i, (x, y) in enumerate(micros):
-        if world_size == 1 and not plain and counted_targets(y, ignore_index) == 0:
-            continue  # nothing to learn from (a rank must still join the all-reduce)
         with _sync(model, last=i == accumulation_steps - 1):
             with autocast:
-                reduction = "mean" if plain else "sum"
                 loss = calc_loss_batch(
-                    x, y, model, device, ignore_index=ignore_index, reduction=reduction,
-                    loss_chunk=loss_chunk,
+                    x, y, model, device, ignore_index=ignore_index,
+                    reduction="mean" if plain else "sum", loss_chunk=loss_chunk,
                 )  # fmt: skip
             if not plain:
-                loss = loss * scale
+                loss = loss * scale.to(loss.device)
             loss.backward()
-        total += loss.item()
+        # float64 on the host side of the sum, as the book's Python float sum of .item()s
+        total = total.to(loss.device) + loss.detach().to(torch.float64)
     if world_size > 1:
-        total = all_reduce_sum([total], group)[0] / world_size if global_counted else math.nan
+        total = group.all_reduce_sum(total.reshape(1))[0] / world_size
     params = [p for p in model.parameters() if p.grad is not None]
     if grad_clip is not None:
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm=grad_clip)
     else:
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-    grad_norm = float(norm)
-    if not (math.isfinite(total) and math.isfinite(grad_norm)):
+    # the step's one read from the device
+    stats = torch.stack([total, norm.to(total), counted.to(total)]).tolist()
+    loss_value, grad_norm, target_tokens = stats[0], stats[1], int(stats[2])
+    if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
         optimizer.zero_grad()
+        why = (
+            "the batch has no counted targets (all ignore_index)"
+            if target_tokens == 0
+            else "lower the lr, set grad_clip, or check the batch for bad targets"
+        )
         raise NonFiniteError(
-            f"train_step: non-finite loss {total} or gradient norm {grad_norm}; the update was "
-            "skipped (lower the lr, set grad_clip, or check the batch for bad targets)"
+            f"train_step: non-finite loss {loss_value} or gradient norm {grad_norm}; the update "
+            f"was skipped ({why})"
         )
     optimizer.step()
     return StepResult(
-        loss=total,
+        loss=loss_value,
         grad_norm=grad_norm,
         tokens=input_batch.numel(),
-        target_tokens=counted,
+        target_tokens=target_tokens,
         lr=float(optimizer.param_groups[0]["lr"]),
     )
 
@@ -145,15 +171,15 @@ def _sync(model: nn.Module, *, last: bool) -> contextlib.AbstractContextManager:
 
 def evaluate(
     model: nn.Module,
-    train_loader,
-    val_loader,
+    train_loader: Iterable,
+    val_loader: Iterable,
     device: torch.device | str,
     eval_iter: int,
     *,
     weighting: Weighting = "batch",
     ignore_index: int = -100,
     loss_chunk: int | None = None,
-    group: DistContext | None = None,
+    group: ProcessGroup | None = None,
 ) -> tuple[float, float]:
     """-> (train loss, val loss) over ``eval_iter`` batches each: the book's ``evaluate_model``.
 
@@ -165,30 +191,30 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            train_loss, val_loss = (
-                _reduced_loss(
-                    loader, model, device, eval_iter, weighting, ignore_index, loss_chunk, group
-                )  # fmt: skip
-                for loader in (train_loader, val_loader)
-            )
+        losses = [
+            _loader_loss(
+                loader, model, device, eval_iter, weighting, ignore_index, loss_chunk, group
+            )  # fmt: skip
+            for loader in (train_loader, val_loader)
+        ]
     finally:
         model.train(was_training)
-    return train_loss, val_loss
+    return losses[0], losses[1]
 
 
-def _reduced_loss(loader, model, device, eval_iter, weighting, ignore_index, loss_chunk,
-                  group) -> float:  # fmt: skip
-    loss = calc_loss_loader(
-        loader, model, device, num_batches=eval_iter, weighting=weighting,
-        ignore_index=ignore_index, loss_chunk=loss_chunk,
-    )  # fmt: skip
+def _loader_loss(loader, model, device, eval_iter, weighting, ignore_index, loss_chunk,
+                 group) -> float:  # fmt: skip
+    """``calc_loss_loader``'s number; in a group, the ranks' numbers combined by their weight
+    (batches or counted targets)."""
+    if hasattr(loader, "__len__") and len(loader) == 0:
+        loss, weight = math.nan, 0.0  # the book's early return: no pass (no RNG drawn)
+    else:
+        got = loader_loss(loader, model, device, eval_iter, ignore_index=ignore_index,
+                          loss_chunk=loss_chunk, weightings=(weighting,))  # fmt: skip
+        loss = got.batch_weighted if weighting == "batch" else got.token_weighted
+        weight = float(got.batches if weighting == "batch" else got.tokens)
     if group is None or group.world_size == 1:
         return loss
-    if weighting == "batch":  # calc_loss_loader's own count: the loader is sized
-        weight = float(min(eval_iter, len(loader)))
-    else:  # the targets alone: no forward pass
-        batches = itertools.islice(loader, eval_iter)
-        weight = float(sum(counted_targets(y, ignore_index) for _, y in batches))
-    total, weight = all_reduce_sum([loss * weight if weight else 0.0, weight], group)
+    local = torch.tensor([loss * weight if weight else 0.0, weight], dtype=torch.float64)
+    total, weight = group.all_reduce_sum(local).tolist()
     return total / weight if weight else math.nan

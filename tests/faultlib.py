@@ -323,7 +323,7 @@ def spawn(
 
 def cli(args: list[str]) -> Result:
     """``gptref.cli.main(ARGS)`` in this process -> Result (a usage error's SystemExit too)."""
-    from gptref.cli import main
+    from gptref.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -372,7 +372,7 @@ def final_state(run: Path) -> tuple[dict[str, Any], str]:
     """A run directory -> (its checkpoint's model state dict, its metrics.jsonl text)."""
     import torch
 
-    from gptref.rundir import load_model
+    from gptref.run.rundir import load_model
 
     model, _ = load_model(run, torch.device("cpu"))
     return {k: v.clone() for k, v in model.state_dict().items()}, (
@@ -386,6 +386,95 @@ def tensor_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
     names = sorted(set(a) | set(b))
     return [n for n in names if n not in a or n not in b or not torch.equal(a[n], b[n])]
+
+
+TINY_RUN = ["--preset", "tiny", "--context", "16", "--batch-size", "4", "--eval-freq", "1",
+            "--eval-iter", "1", "--no-progress"]  # fmt: skip
+
+
+def tiny_corpus(directory: Path, seed: int = 3) -> Path:
+    """``directory``/corpus.txt: 400 English-like words, a tiny run's whole corpus."""
+    path = directory / "corpus.txt"
+    path.write_text(words(400, seed=seed), encoding="utf-8")
+    return path
+
+
+def set_at(path: list, value: Any):
+    """-> change(data): puts ``value`` at ``path`` (keys and indices) in a JSON document."""
+
+    def change(data: Any) -> None:
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+def two_snapshot_run(corpus: Path, out: Path, steps: int = 2) -> Path:
+    """A real run directory of ``steps`` steps saved after each (its checkpoint/ keeps the
+    last two snapshots, save-...-0001 of step 1 and save-...-0002 of step 2 for 2 steps)."""
+    result = cli(["train", "--text", str(corpus), *TINY_RUN, "--max-steps", str(steps),
+                  "--checkpoint-every", "1", "--out", str(out)])  # fmt: skip
+    assert result.rc == 0, describe(result)
+    return out
+
+
+def linked_copy(src: Path, dst: Path) -> Path:
+    """A copy of the tree ``src`` at ``dst`` whose files are hard links (fast): change a file
+    of the copy only by writing a new one in its place (``replace_bytes``)."""
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=os.link)
+    return dst
+
+
+def replace_bytes(file: Path, data: bytes) -> None:
+    """Put ``data`` at ``file`` as a new file (the original's other hard links keep theirs)."""
+    file.unlink()
+    file.write_bytes(data)
+
+
+def truncate_to_half(file: Path) -> None:
+    data = file.read_bytes()
+    replace_bytes(file, data[: len(data) // 2])
+
+
+def flip_one_byte(file: Path) -> None:
+    """The same size, one byte different: only a hash tells."""
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    replace_bytes(file, bytes(data))
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` (links not followed) -> (kind, content SHA-256 or link
+    target): what to compare before and after a command."""
+    import hashlib
+    import stat
+
+    state: dict[str, tuple] = {}
+    for path in [root, *sorted(root.rglob("*"))] if os.path.lexists(root) else []:
+        st = os.lstat(path)
+        rel = str(path.relative_to(root)) if path != root else "."
+        if stat.S_ISLNK(st.st_mode):
+            state[rel] = ("link", os.readlink(path))
+        elif stat.S_ISREG(st.st_mode):
+            state[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+        elif stat.S_ISDIR(st.st_mode):
+            state[rel] = ("dir",)
+        else:
+            state[rel] = ("other", stat.S_IFMT(st.st_mode))
+    return state
+
+
+def changes(before: dict[str, tuple], after: dict[str, tuple]) -> dict[str, list[str]]:
+    """-> {"added", "removed", "changed"}: entries of two ``tree_state`` s."""
+    return {
+        "added": sorted(set(after) - set(before)),
+        "removed": sorted(set(before) - set(after)),
+        "changed": sorted(k for k in set(before) & set(after) if before[k] != after[k]),
+    }
 
 
 def leftovers(directory: Path) -> list[str]:

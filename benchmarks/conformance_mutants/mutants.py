@@ -20,6 +20,8 @@ class Mutant:
     new: str
     nth: int = 0
     equivalent: str | None = None
+    at_fault: str | None = None  # the function the first failure must name
+    argument: str | None = None  # a name that first failure's message must show
 
 
 MUTANTS: tuple[Mutant, ...] = (

@@ -6,10 +6,10 @@
 #
 # Scope: every function of gptref/data.py, loss.py, schedule.py and step.py is mutated; each
 # mutant runs the tests that cover it (mutmut's stats), chosen from the tests of those modules
-# (tests/test_data.py, test_loss.py, test_schedule.py, test_train.py, test_error_messages.py,
+# (tests/core/test_data.py, test_loss.py, test_schedule.py, test_loop.py, test_error_messages.py,
 # test_conformance_gptref.py)
 # and the conformance suite (gptref/conformance, GPTREF_IMPL=gptref), under the `ci`
-# hypothesis profile (derandomized). tests/test_conformance.py (subprocesses) is out of scope.
+# hypothesis profile (derandomized). tests/conformance/test_suite.py (subprocesses) is out of scope.
 # Results: `mutmut results` in WORKDIR; benchmarks/mutation/summarize.py turns them into
 # benchmarks/results/mutmut.json.
 set -euo pipefail
@@ -30,12 +30,13 @@ only_mutate =
     gptref/schedule.py
     gptref/step.py
 pytest_add_cli_args_test_selection =
-    tests/test_data.py
-    tests/test_loss.py
-    tests/test_schedule.py
-    tests/test_train.py
-    tests/test_error_messages.py
-    tests/test_conformance_gptref.py
+    tests/core/test_data.py
+    tests/core/test_loss.py
+    tests/core/test_schedule.py
+    tests/core/test_loop.py
+    tests/run/test_resume.py
+    tests/core/test_error_messages.py
+    tests/conformance/test_gptref.py
     gptref/conformance
 pytest_add_cli_args =
     -p

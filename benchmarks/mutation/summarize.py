@@ -39,7 +39,7 @@ def _names(module: str, fn: str, numbers: str) -> list[str]:
 
 
 MESSAGE = "the text of an error message (its function-name prefix, a field name, the hint), past what the tests match; the error itself is still raised"  # fmt: skip
-SCOPE = "a multi-process (world_size > 1) or autocast path: pinned by tests/test_distributed.py (torchrun) and tests/test_fast.py, outside the selected tests"  # fmt: skip
+SCOPE = "a multi-process (world_size > 1) or autocast path: pinned by tests/fast/test_distributed.py (torchrun) and tests/fast/test_fast.py, outside the selected tests"  # fmt: skip
 JUDGED: dict[str, tuple[str, str]] = {
     **dict.fromkeys(
         _names("data", "num_chunks", "1 7 11")

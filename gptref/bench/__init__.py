@@ -7,9 +7,7 @@
 - ``inprocess``: ``interleaved_paths``, variants in turn in one process beside the float32
   matmul ceiling; ``compile_cost``, torch.compile's time and speed-up;
 - ``report``: tables, JSON and the sweep's plot;
-- regression tracking (``gptref track``): ``workloads`` (the tracked suite and its worker),
-  ``abtest`` (interleaved rounds), ``stats`` (the verdict), ``counts`` (callgrind, ops,
-  peak bytes), ``history`` (the store), ``trend`` (the report).
+- regression tracking across commits is ``gptref.track``.
 
 To add a benchmark: a pytest-benchmark suite in ``benchmarks/`` that calls these (see
 ``benchmarks/test_bench_fast.py``), recording its ratios in ``extra_info``.

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from gptref.bench.sweep import run_bench
-from gptref.fast import REFERENCE, FastChoice, FastPaths, choose_fast
-from gptref.model import GPTConfig
+from gptref.fast.choice import FastChoice, choose_fast
+from gptref.fast.paths import REFERENCE, FastPaths
+from gptref.gpt_config import GPTConfig
 
 Variant = FastPaths | Mapping[str, Any]  # a FastPaths, or its fields (+ "model": "module:fn")
 
@@ -57,7 +58,7 @@ def device_line(choice: FastChoice) -> str:
     units, torch, threads (or the CUDA card), and what ``--fast`` chose there."""
     import torch
 
-    from gptref.fast_probe import cpu_description
+    from gptref.fast.probe import cpu_description
 
     if choice.device == "cuda":
         where = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"

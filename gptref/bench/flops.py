@@ -1,22 +1,17 @@
-"""FLOP counts and peak FLOP/s: the two halves of MFU (model FLOPs utilization).
-
-``flops_per_token`` is the model's training FLOPs per token (PaLM's count, nanoGPT's
-estimate_mfu); ``device_peak_flops`` the matmul peak to divide by: measured on a CPU,
-the datasheet's on a known CUDA card.
+"""Peak FLOP/s, the denominator of MFU (model FLOPs utilization): ``device_peak_flops``,
+measured on a CPU, the datasheet's on a known CUDA card. The numerator's FLOPs per token are
+``gptref.plan.compute.flops_per_token`` (re-exported here).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 
-from gptref.fast_probe import matmul_flops
-from gptref.memory import parameter_count
-from gptref.model import GPTConfig, as_config
+from gptref.fast.probe import matmul_flops
+from gptref.plan.compute import flops_per_token  # noqa: F401  (bench's FLOP count)
 
 # published dense (no sparsity) peaks, FLOP/s: NVIDIA H100/H200 and A100 datasheets;
 # float32 is the plain FP32 rate: PyTorch leaves TF32 matmuls off unless asked
@@ -26,17 +21,6 @@ CUDA_PEAK_FLOPS = {
     "H200": {"bfloat16": 989e12, "float32": 67e12, "tf32": 495e12},
     "A100": {"bfloat16": 312e12, "float32": 19.5e12, "tf32": 156e12},
 }
-
-
-def flops_per_token(config: GPTConfig | Mapping[str, Any], context: int | None = None) -> int:
-    """Training FLOPs per token, ``6*N + 12*L*H*Q*T`` (PaLM, Chowdhery et al. 2022, app. B;
-    nanoGPT's estimate_mfu). N leaves out tok_emb and pos_emb, which are lookups, and keeps
-    out_head, a real (E, V) matmul (without a vocabulary pad's rows); nanoGPT's N is the same
-    count (its wte is tied to lm_head)."""
-    cfg = as_config(config)
-    T = cfg.context_length if context is None else context
-    pad = (cfg.padded_vocab_size - cfg.vocab_size) * cfg.emb_dim  # padding is not useful work
-    return 6 * (parameter_count(cfg, embeddings=False) - pad) + 12 * cfg.n_layers * cfg.emb_dim * T
 
 
 @functools.cache

@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from gptref.bench.flops import flops_per_token
 from gptref.bench.measure import measure_config
-from gptref.fast import FastPaths
-from gptref.fast_probe import matmul_rates
+from gptref.fast.paths import FastPaths
+from gptref.fast.probe import matmul_rates
 from gptref.model import GPTConfig, resolve_config
+from gptref.plan.compute import flops_per_token
 
 
 def fp32_ceiling(size: int = 2048, seconds: float = 0.5) -> dict[str, float]:
@@ -239,7 +239,7 @@ def cold_compile_cost(
     spec = json.dumps({"paths": dataclasses.asdict(paths), "preset": preset, "context": context,
                        "batch_size": batch_size, "rounds": rounds})  # fmt: skip
     code = ("import json, sys; from gptref.bench.inprocess import compile_cost; "
-            "from gptref.fast import FastPaths; a = json.loads(sys.argv[1]); "
+            "from gptref.fast.paths import FastPaths; a = json.loads(sys.argv[1]); "
             "p = FastPaths.from_dict(a.pop('paths')); print(json.dumps(compile_cost(p, **a)))")  # fmt: skip
     with tempfile.TemporaryDirectory() as cache:
         proc = subprocess.run([sys.executable, "-c", code, spec], capture_output=True, text=True,

@@ -16,9 +16,9 @@ from typing import Any
 from gptref.bench.measure import measure_memory
 from gptref.bench.report import markdown_table
 from gptref.bench.sweep import run_bench
-from gptref.fast import REFERENCE, FastPaths
-from gptref.memory import estimate_training_memory, format_bytes
-from gptref.model import GPTConfig, resolve_config
+from gptref.fast.paths import REFERENCE, FastPaths
+from gptref.gpt_config import GPTConfig, resolve_config
+from gptref.plan.memory import estimate_training_memory, format_bytes
 
 # name -> the levers, on top of whatever other fast paths a caller sets
 LEVERS: dict[str, dict[str, Any]] = {
@@ -69,7 +69,7 @@ def memory_accuracy(
 def repredict(row: Mapping[str, Any]) -> dict[str, Any]:
     """A ``memory_accuracy`` row with its prediction made again by the current model (the
     measured bytes are the model's input, not its output)."""
-    from gptref.model import preset as preset_config
+    from gptref.gpt_config import preset as preset_config
 
     cfg = preset_config(row["preset"], context_length=row["context"], attn_impl=row["attn"])
     autocast = row["dtype"] if row["dtype"] != "float32" else None

@@ -2,7 +2,7 @@
 or in a fresh one (``run_isolated``), so that one configuration's memory never shows in the
 next one's peak.
 
-Memory is measured the way ``gptref.memory.estimate_training_memory`` predicts it: from a
+Memory is measured the way ``gptref.plan.memory.estimate_training_memory`` predicts it: from a
 baseline taken after a kernel warm-up and ``malloc_trim``, the highest resident set over the
 timed steps (CPU; ``/proc/self/clear_refs`` resets the high-water mark) or
 ``max_memory_allocated`` (CUDA).
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from gptref.bench.flops import device_peak_flops
-from gptref.fast import REFERENCE, FastPaths
+from gptref.fast.paths import REFERENCE, FastPaths
 from gptref.model import GPTConfig, GPTModel, resolve_config
 from gptref.step import train_step
 
@@ -35,7 +35,7 @@ from gptref.step import train_step
 def machine_info() -> dict[str, Any]:
     """The machine a result came from: CPU model, PyTorch's CPU capability, the CPU's bf16
     units, oneDNN's bf16 support, torch, threads, the CUDA card."""
-    from gptref.fast_probe import cpu_description
+    from gptref.fast.probe import cpu_description
 
     d = cpu_description()
     return {

@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gptref._io import atomic_write_text
+from gptref._io import atomic_write_text, writing
+from gptref._owned import Exists, Kind, claim_dir, lstat, no_links, read_marker
 from gptref.bench.measure import machine_info
-from gptref.memory import format_bytes
-from gptref.plot import pyplot, save_figure
+from gptref.plan.memory import format_bytes
+from gptref.run.plot import pyplot, save_figure
 
 
 def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -105,18 +106,66 @@ def _load_cells(r: Mapping[str, Any]) -> list[str]:
     ]
 
 
+RESULTS_FORMAT = "gptref.bench"  # the format of a results file (name.json), its marker
+
+
+def _is_results_file(file: Path) -> bool:
+    marker = read_marker(file)
+    return marker is not None and (
+        marker.get("format") == RESULTS_FORMAT or set(marker) == {"machine", "rows"}
+    )
+
+
+def is_results(folder: Path) -> bool:
+    """Whether ``folder`` holds results ``write_results`` wrote (a NAME.json of them)."""
+    return any(_is_results_file(f) for f in folder.glob("*.json"))
+
+
+# what a results folder is, to the ownership rule (gptref._owned)
+RESULTS = Kind("gptref benchmark results", is_results)
+
+
+def claim_results(out: Path, name: str = "bench", *, overwrite: bool = False) -> None:
+    """``out`` may take ``name``.md/.json/.png: a new or empty folder, or one of results;
+    those files new, or results gptref wrote (their ``name``.json says so), replaced only
+    with ``overwrite``. Anything else there is left alone; nothing is written through a link."""
+    files = [f"{name}.{ext}" for ext in ("md", "json", "png")]
+    if out.is_dir():
+        no_links(out, files)
+    claim_dir(out, RESULTS, overwrite=True)
+    present = [f for f in files if lstat(out / f) is not None]
+    if not present:
+        return
+    if not _is_results_file(out / f"{name}.json"):
+        raise ValueError(
+            f"{out / present[0]} exists and is not a result gptref wrote; gptref replaces only "
+            "its own files: remove it yourself or choose another folder"
+        )
+    if not overwrite:
+        raise Exists(out / f"{name}.json", f"results ({', '.join(present)})")
+
+
 def write_results(
-    rows: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str = "bench"
+    rows: Sequence[Mapping[str, Any]],
+    out_dir: str | Path,
+    name: str = "bench",
+    *,
+    overwrite: bool = False,
+    head: str | None = None,
 ) -> dict[str, Path]:
-    """-> paths of ``name``.md (the table: ``format_comparison`` for ``compare_paths`` rows,
-    else ``format_table``), ``name``.json (machine info + rows) and, for a sweep, ``name``.png
-    (left out when matplotlib is not installed)."""
+    """-> paths of ``name``.md (``head``, when given, then the table: ``format_comparison``
+    for ``compare_paths`` rows, else ``format_table``), ``name``.json (machine info + rows)
+    and, for a sweep, ``name``.png (left out when matplotlib is not installed). Earlier
+    results of ``name`` there are replaced only with ``overwrite`` (``claim_results``)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_results(out, name, overwrite=overwrite)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / f"{name}.md", "json": out / f"{name}.json"}
     comparison = bool(rows) and "variant" in rows[0]
-    atomic_write_text(paths["md"], (format_comparison if comparison else format_table)(rows) + "\n")
-    record = {"machine": machine_info(), "rows": list(rows)}
+    table = (format_comparison if comparison else format_table)(rows)
+    atomic_write_text(paths["md"], (f"{head}\n\n" if head else "") + table + "\n")
+    record = {"format": RESULTS_FORMAT, "machine": machine_info(), "rows": list(rows)}
     atomic_write_text(paths["json"], json.dumps(record, indent=1) + "\n")
     if comparison:
         return paths

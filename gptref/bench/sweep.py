@@ -26,10 +26,10 @@ from gptref.bench.measure import (
     run_isolated,
 )
 from gptref.bench.report import write_results
-from gptref.fast import REFERENCE, Dtype, FastPaths
-from gptref.memory import available_memory, estimate_training_memory, format_bytes
-from gptref.model import GPTConfig, resolve_config
-from gptref.planner import parse_bytes
+from gptref.fast.paths import REFERENCE, Dtype, FastPaths
+from gptref.gpt_config import GPTConfig, resolve_config
+from gptref.plan.memory import available_memory, estimate_training_memory, format_bytes
+from gptref.plan.planner import parse_bytes
 
 DTYPES: tuple[str, ...] = get_args(Dtype)
 
@@ -52,6 +52,7 @@ def run_bench(
     fast: FastPaths = REFERENCE,
     model: str | None = None,
     exact_memory: bool = True,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """-> one row per (device, dtype, attn, batch size): tokens/s, step time, MFU, peak memory.
 
@@ -65,7 +66,8 @@ def run_bench(
     measures its memory in a second one started with ``MALLOC_MMAP_THRESHOLD_=65536`` (the
     estimate's quantity; ``peak_rss_default_malloc`` is the timing process's peak under
     glibc's defaults). ``isolate=False`` runs here, faster, with glibc's defaults only. With
-    ``out_dir``, writes bench.md, bench.json and bench.png (``write_results``).
+    ``out_dir``, writes bench.md, bench.json and bench.png (``write_results``; earlier ones
+    replaced with ``overwrite``).
 
     ``fast``: the other fast paths (``gptref.fast.FastPaths``; its ``dtype`` and ``attn``
     are the sweep's axes), recorded in every row: ``optimizer`` (AdamW implementation),
@@ -165,7 +167,7 @@ def run_bench(
             continue
         rows.append({**row, "status": "ok", **_summarize(result, cfg, b)})
     if out_dir is not None:
-        write_results(rows, out_dir)
+        write_results(rows, out_dir, overwrite=overwrite)
     return rows
 
 

@@ -3,7 +3,7 @@
 Run it::
 
     GPTREF_IMPL=package.module pytest --pyargs gptref.conformance   # default: gptref itself
-    gptref conformance package.module [pytest args, e.g. -x -k chunk]
+    gptref conformance package.module [pytest args, e.g. -x -k chunk]  # --fast-fail by default
     gptref conformance llms_from_scratch                           # the book's own package
 
 ``GPTREF_IMPL`` is a module importable from the current directory, a path to a ``.py`` file
@@ -13,6 +13,14 @@ turn: ``pkg.ch02+pkg.ch05``), or a known name (``gptref``, ``llms_from_scratch``
 conventions and what it does not provide; the end of the run gives each **level**'s verdict
 (passed / failed / not provided), also under ``-q``, and ``--conformance-json PATH`` writes
 it as JSON (``--junitxml`` works as pytest gives it, each test with its level as a property).
+
+**The run** (``session.py``, ``guard.py``; the options come from ``plugin.py``, the pytest plugin
+gptref installs): the offline tokenizer goes in, then the implementation is imported (an
+import that raises, exits or hangs is one line naming the module); the tests run causes first
+(``conftest.ORDER``: data, losses, schedule, step, generation, evaluation and the sample, the
+loops last); a call that exits or outlasts ``--call-timeout`` (default 60 s) fails its test
+naming the call; ``--fast-fail`` reports each failing test's first counterexample unshrunk
+(``--shrink`` overrides it); the level verdicts appear only when the run reached its end.
 
 **Levels** (``levels.LEVELS``): ``book`` (chapters 2, 5 and appendix D) and the extensions
 ``seeded``, ``distributed``, ``padding``, ``accumulation``, ``exact-schedule``. A test whose
@@ -24,8 +32,9 @@ otherwise is "not applicable".
 ``GPTDatasetV1(txt, tokenizer, max_length, stride)``, ``create_dataloader_v1(txt,
 batch_size=4, max_length=256, stride=128, shuffle=True, drop_last=True, num_workers=0)``,
 ``text_to_token_ids(text, tokenizer)``, ``token_ids_to_text(ids, tokenizer)``,
-``calc_loss_batch``, ``calc_loss_loader``, ``generate``, ``train_model_simple`` and
-``train_model`` (and the book's ``GPTModel(cfg)``) is testable with no adapter at all.
+``calc_loss_batch``, ``calc_loss_loader``, ``generate``, ``generate_text_simple``,
+``evaluate_model``, ``generate_and_print_sample``, ``train_model_simple`` and ``train_model``
+(and the book's ``GPTModel(cfg)``) is testable with no adapter at all.
 (``tiktoken.get_encoding("gpt2")`` is made to work offline: ``tokenizer.py``.)
 
 **gptref's function protocol** (its README has the signatures) checks the same definitions
@@ -52,7 +61,9 @@ as pure functions, plus the extensions:
 defaults, which are the book's): ``LOADER_LOSS_WEIGHTING`` / ``LOADER_LOSS_WEIGHTINGS``,
 ``LR_SCHEDULE`` (``"appendix_d"`` / ``"exact"``), ``WARMUP`` (``"book"`` / ``"nanogpt"``),
 ``IGNORE_INDEX`` (-100), ``SHARDING`` (``"drop-remainder"`` / ``"pad"``), ``CLIP_START``
-(``">="`` / ``">"``), ``ACCUMULATION_WEIGHTING`` (``"token"`` / ``"batch"``), ``LR_ULPS``
+(``">="`` / ``">"``), ``TEXT_TO_TOKEN_IDS`` (``"allow-endoftext"`` / ``"encode"``: the chapter-5
+scripts' plain ``tokenizer.encode``), ``EPOCH_SAMPLE`` (``"epoch"`` / ``"eval"`` / ``"none"``:
+where the loops print their sample), ``ACCUMULATION_WEIGHTING`` (``"token"`` / ``"batch"``), ``LR_ULPS``
 (the one schedule tolerance, in ulps of peak_lr, default 4), ``UNSUPPORTED`` (a set of
 ``conventions.FEATURES``: ``greedy``, ``top_k``, ``eos_id``, ``grad_clip``), and
 ``make_model(config)`` (or ``GPTModel``) for the model the loss, step and generate tests use
@@ -96,14 +107,17 @@ __all__ = [
 ]
 
 
-def run_suite(impl: str, pytest_args: Sequence[str] = ()) -> int:
-    """``GPTREF_IMPL=impl python -m pytest --pyargs gptref.conformance *pytest_args`` in a fresh
-    interpreter (the current directory first on its path) -> pytest's exit status."""
+def run_suite(impl: str, pytest_args: Sequence[str] = (), *, fast_fail: bool = True) -> int:
+    """``GPTREF_IMPL=impl python -m pytest --pyargs gptref.conformance [--fast-fail]
+    *pytest_args`` in a fresh interpreter (the current directory first on its path) ->
+    pytest's exit status. ``fast_fail`` (the default of ``gptref conformance``): each failing
+    test reports its first counterexample unshrunk; ``--shrink`` in pytest_args overrides it."""
     missing = [m for m in ("pytest", "hypothesis") if importlib.util.find_spec(m) is None]
     if missing:
         raise ValueError(
             f"the conformance suite needs {' and '.join(missing)}: pip install 'gptref[test]'"
         )
     env = {**os.environ, IMPL_ENV: impl}
-    command = [sys.executable, "-m", "pytest", "--pyargs", "gptref.conformance", *pytest_args]
+    fast = ["--fast-fail"] if fast_fail else []
+    command = [sys.executable, "-m", "pytest", "--pyargs", "gptref.conformance", *fast, *pytest_args]  # fmt: skip
     return subprocess.call(command, env=env)

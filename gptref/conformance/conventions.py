@@ -45,6 +45,21 @@ CHOICES: dict[str, tuple[tuple[str, ...], str, str]] = {
         "train_model clips once global_step >= warmup_steps (the book's repository) or > "
         "warmup_steps (the print edition: the first step after the warmup goes unclipped)",
     ),
+    "TEXT_TO_TOKEN_IDS": (
+        ("allow-endoftext", "encode"),
+        "allow-endoftext",
+        "text_to_token_ids: tokenizer.encode(text, allowed_special={'<|endoftext|>'}) (chapter "
+        "5's notebook, the book's package) or tokenizer.encode(text) (the chapter-5 scripts "
+        "gpt_train.py and gpt_generate.py, appendix D's previous_chapters.py), which refuses a "
+        "text holding <|endoftext|> with tiktoken's ValueError",
+    ),
+    "EPOCH_SAMPLE": (
+        ("epoch", "eval", "none"),
+        "epoch",
+        "train_model_simple / train_model: the greedy 50-token sample from start_context "
+        "(generate_and_print_sample) after every epoch (the book's), after every evaluation "
+        "instead, or none",
+    ),
     "ACCUMULATION_WEIGHTING": (
         ("token", "batch"),
         "token",

@@ -10,16 +10,27 @@ names to specs: ``gptref`` (gptref's public API and the book's names over it) an
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
+import io
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from gptref.conformance.conventions import declared, describe
+from gptref.conformance.guard import (
+    TIMEOUT_ENV,
+    Guard,
+    ImplementationStopped,
+    active,
+    parse_timeout,
+)
+from gptref.conformance.tokenizer import install_offline_gpt2
 
 IMPL_ENV = "GPTREF_IMPL"  # the module (or .py file, or modules joined by +) under test
 DEFAULT_IMPL = "gptref"
@@ -55,6 +66,9 @@ BOOK = (
     "calc_loss_batch",
     "calc_loss_loader",
     "generate",
+    "generate_text_simple",
+    "evaluate_model",
+    "generate_and_print_sample",
     "train_model_simple",
     "train_model",
 )
@@ -68,6 +82,7 @@ class Implementation:
         self.spec = spec
         self.modules = modules
         self.conventions = declared(modules, spec)
+        self.failed: dict[str, str] = {}  # function -> the first test of it that failed
         self.make_model: Callable[[dict[str, Any]], Any] | None = self._find("make_model")
         if self.make_model is None:
             # the book's GPTModel(cfg) takes the config dict: it serves as make_model
@@ -156,35 +171,94 @@ def load_implementation(
     spec: str | None = None, env: Mapping[str, str] | None = None
 ) -> Implementation:
     """A spec (module, ``.py`` path, modules joined by ``+``, or a KNOWN name) ->
-    Implementation; ``None`` reads ``$GPTREF_IMPL`` (default ``gptref``)."""
+    Implementation; ``None`` reads ``$GPTREF_IMPL`` (default ``gptref``).
+
+    The offline "gpt2" encoding goes into tiktoken first, so a module that calls
+    ``tiktoken.get_encoding("gpt2")`` at import works offline. Each module is imported under
+    the guard (``guard.py``: the suite's, or one of this call's own): an import that raises,
+    exits or outlasts the time limit is a ``ValueError`` of one line naming the module; what
+    the import prints is kept out of the way."""
+    environ = env if env is not None else _environ()
     if spec is None:
-        spec = (env if env is not None else _environ()).get(IMPL_ENV) or DEFAULT_IMPL
-    parts = KNOWN.get(spec, spec).split("+")
-    return Implementation(spec, [_load_module(part.strip()) for part in parts])
-
-
-def _load_module(spec: str) -> ModuleType:
-    if spec.endswith(".py"):
-        path = Path(spec).resolve()
-        if not path.is_file():
-            raise ValueError(f"{IMPL_ENV}={spec}: no such file")
-        if str(path.parent) not in sys.path:  # so the adapter can import its neighbours
-            sys.path.insert(0, str(path.parent))
-        name = f"gptref_conformance_impl_{path.stem}"
-        loader_spec = importlib.util.spec_from_file_location(name, path)
-        assert loader_spec is not None and loader_spec.loader is not None
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[name] = module
-        loader_spec.loader.exec_module(module)
-        return module
+        spec = environ.get(IMPL_ENV) or DEFAULT_IMPL
+    install_offline_gpt2()
+    parts = [part.strip() for part in KNOWN.get(spec, spec).split("+")]
+    guard = active()
+    own = None
+    if guard is None:
+        try:
+            limit = parse_timeout(environ.get(TIMEOUT_ENV), TIMEOUT_ENV)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        own = guard = Guard(limit).install()
     try:
-        return importlib.import_module(spec)
+        modules = [_load_module(part, spec, guard) for part in parts]
+    finally:
+        if own is not None:
+            own.uninstall()
+    return Implementation(spec, modules)
+
+
+def _load_module(part: str, spec: str, guard: Guard) -> ModuleType:
+    """Import one module of the spec under ``guard``, its output captured."""
+    printed = io.StringIO()
+    shown = Path(part).name if part.endswith(".py") else part  # the spec shows the whole path
+    try:
+        with (
+            guard.running(lambda: (f"importing {shown}", ""), kind="import"),
+            contextlib.redirect_stdout(printed),
+            contextlib.redirect_stderr(printed),
+        ):
+            return _import(part)
+    except ImplementationStopped as e:
+        raise ValueError(f"{IMPL_ENV}={spec}: {e}") from None
+    except ValueError as e:
+        if str(e).startswith(f"{IMPL_ENV}="):
+            raise
+        raise ValueError(_import_error(part, spec, e)) from None
     except ImportError as e:
-        raise ValueError(
-            f"{IMPL_ENV}={spec}: cannot import it ({type(e).__name__}: {e}); give a module "
-            "importable from here (e.g. run from the directory that holds it), a .py path, "
-            f"modules joined by '+', or one of {', '.join(KNOWN)}"
-        ) from e
+        if e.name is not None and part.startswith(e.name):  # the module itself is not found
+            raise ValueError(
+                f"{IMPL_ENV}={spec}: cannot import {part} ({type(e).__name__}: {e}); give a "
+                "module importable from here (e.g. run from the directory that holds it), a .py "
+                f"path, modules joined by '+', or one of {', '.join(KNOWN)}"
+            ) from None
+        raise ValueError(_import_error(part, spec, e)) from None
+    except Exception as e:
+        raise ValueError(_import_error(part, spec, e)) from None
+
+
+def _import(part: str) -> ModuleType:
+    if not part.endswith(".py"):
+        return importlib.import_module(part)
+    path = Path(part).resolve()
+    if not path.is_file():
+        raise ValueError(f"{IMPL_ENV}={part}: no such file")
+    if str(path.parent) not in sys.path:  # so the adapter can import its neighbours
+        sys.path.insert(0, str(path.parent))
+    name = f"gptref_conformance_impl_{path.stem}"
+    loader_spec = importlib.util.spec_from_file_location(name, path)
+    assert loader_spec is not None and loader_spec.loader is not None
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _import_error(part: str, spec: str, e: BaseException) -> str:
+    """One line: the module, the exception and the line of the module that raised it."""
+    frames = traceback.extract_tb(e.__traceback__)
+    stem = Path(part).stem if part.endswith(".py") else part.rsplit(".", 1)[-1]
+    inside = [f for f in frames if Path(f.filename).stem == stem] or frames[-1:]
+    where = f" at {Path(inside[-1].filename).name}:{inside[-1].lineno}" if inside else ""
+    text = " ".join(str(e).split()) or "(no message)"
+    text = text if len(text) <= 300 else text[:300] + " ..."
+    shown = Path(part).name if part.endswith(".py") else part
+    return f"{IMPL_ENV}={spec}: importing {shown} raised {type(e).__name__}: {text}{where}"
 
 
 def require_from_env(env: Mapping[str, str] | None = None) -> list[str]:

@@ -7,7 +7,7 @@ property of a convention or a feature the implementation declares otherwise). A 
 "failed" when any of its tests failed, "passed" when none failed and at least one passed,
 and "not provided" when none ran.
 
-This module imports neither torch nor pytest: the plugin (``gptref_pytest``) uses it.
+This module imports neither torch nor pytest: the plugin (``plugin.py``) uses it.
 """
 
 from __future__ import annotations

@@ -10,12 +10,14 @@ Every model here knows the code that rebuilds it, so failure messages can show i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-from gptref.conformance.repro import show, tagged
+from gptref.conformance.repro import source, tagged
 
 
 class FixedLogits(nn.Module):
@@ -24,7 +26,7 @@ class FixedLogits(nn.Module):
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
         self.logits = logits
-        tagged(self, f"models.FixedLogits({show(logits)})")
+        tagged(self, f"models.FixedLogits({source(logits)})")
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.shape != self.logits.shape[:2]:
@@ -40,7 +42,7 @@ class ConstantLogits(nn.Module):
     def __init__(self, row: torch.Tensor) -> None:
         super().__init__()
         self.row = row
-        tagged(self, f"models.ConstantLogits({show(row)})")
+        tagged(self, f"models.ConstantLogits({source(row)})")
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.row.expand(*ids.shape, -1)
@@ -73,7 +75,8 @@ class ProbeGPT(nn.Module):
     embeddings, dropout, a linear head; ``scale`` multiplies the head's initial weights (large
     gradients, so that clipping shows). It has the book model's ``pos_emb`` (the book's
     per-epoch sample reads the context length off it) and records, per forward call,
-    ``(model.training, torch.is_grad_enabled(), ids.shape)`` in ``calls``."""
+    ``(model.training, torch.is_grad_enabled(), ids.shape)`` in ``calls`` and an ``Event`` in
+    ``events`` (with the ids and ``phase``, a label its caller may set: what the call is for)."""
 
     def __init__(
         self, vocab_size: int = 13, context_length: int = 6, emb_dim: int = 8,
@@ -90,13 +93,63 @@ class ProbeGPT(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g))
             self.out_head.weight.mul_(scale)
         self.calls: list[tuple[bool, bool, tuple[int, ...]]] = []
+        self.events: list[Event] = []
+        self.phase = ""
         args = f"vocab_size={vocab_size}, context_length={context_length}, emb_dim={emb_dim}, drop_rate={drop_rate}, seed={seed}, scale={scale}"  # fmt: skip
         tagged(self, f"models.ProbeGPT({args})")
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        self.calls.append((self.training, torch.is_grad_enabled(), tuple(ids.shape)))
+        call = (self.training, torch.is_grad_enabled(), tuple(ids.shape))
+        self.calls.append(call)
+        self.events.append(Event("forward", call, ids.detach().tolist(), self.phase))
         positions = torch.arange(ids.shape[1], device=ids.device)
         return self.out_head(self.drop(self.tok_emb(ids) + self.pos_emb(positions)))
+
+    def record_steps(self, optimizer: torch.optim.Optimizer) -> None:
+        """Record an Event for each ``optimizer.step()``: every param group's lr and the total
+        gradient norm (float64) the step applies, i.e. after any clipping."""
+
+        def before_step(opt, args, kwargs) -> None:
+            grads = [p.grad for group in opt.param_groups for p in group["params"] if p.grad is not None]  # fmt: skip
+            norm = float(sum(float((g.double() ** 2).sum()) for g in grads) ** 0.5)
+            lrs = tuple(float(group["lr"]) for group in opt.param_groups)
+            self.events.append(Event("step", lrs, norm, self.phase))
+
+        optimizer.register_step_pre_hook(before_step)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a training loop did to a ProbeGPT: a forward call (``what``: (training, grad
+    enabled, shape); ``data``: the ids) or an optimizer step (``what``: the lrs; ``data``: the
+    gradient norm it applied); ``phase``: what the caller said it was for."""
+
+    kind: str
+    what: Any
+    data: Any
+    phase: str = ""
+
+
+def book_loaders(
+    seed: int, n_train: int, n_val: int, length: int, batch_size: int, vocab_size: int
+) -> tuple[DataLoader, DataLoader, list[str]]:
+    """The book's loaders over random (inputs, targets) pairs of ``length`` ids drawn from
+    ``seed``: (train_loader (shuffled, drop_last), val_loader, the setup lines that rebuild
+    them). The training loader's shuffle draws the global RNG, as the book's does."""
+    g = torch.Generator().manual_seed(seed)
+
+    def pairs(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        ids = torch.randint(0, vocab_size, (n, length + 1), generator=g)
+        return [(row[:-1].clone(), row[1:].clone()) for row in ids]
+
+    train, val = pairs(n_train), pairs(n_val)
+    b = batch_size
+    setup = [
+        f"train_loader = torch.utils.data.DataLoader({source(train)}, batch_size={b}, shuffle=True, drop_last=True)",  # fmt: skip
+        f"val_loader = torch.utils.data.DataLoader({source(val)}, batch_size={b}, shuffle=False, drop_last=False)",  # fmt: skip
+    ]
+    train_loader = DataLoader(train, batch_size=b, shuffle=True, drop_last=True)
+    return train_loader, DataLoader(val, batch_size=b, shuffle=False, drop_last=False), setup
 
 
 def gpt(

@@ -12,12 +12,15 @@ raises, the exception carries the call as a note, and a wrong result fails with:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import torch
+
+from gptref.conformance import guard
 
 MAX_SHOWN = 1500  # characters of one shown value; hypothesis shrinks failures far below this
 
@@ -40,9 +43,16 @@ def tagged(obj: Any, code: str) -> Any:
 
 
 def show(value: Any) -> str:
-    """A value as Python source (tensors as ``torch.tensor(...)``), cut to MAX_SHOWN characters."""
+    """A value as Python source (tensors as ``torch.tensor(...)``), cut to MAX_SHOWN characters
+    (an expected or actual value; the code of a reproduction is ``source``, never cut)."""
     text = _show(value)
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + " ...(cut)"
+
+
+def source(value: Any) -> str:
+    """A value as Python source, whole: what a reproduce line shows, so that it runs as pasted
+    (the strategies bound every drawn value, so it stays a few kilobytes at most)."""
+    return _show(value)
 
 
 def _show(value: Any) -> str:
@@ -84,13 +94,18 @@ class Verdicts:
     def listing(self) -> str:
         raise NotImplementedError
 
+    def note(self) -> str:
+        """A last line for the failure message ("" for none)."""
+        return ""
+
     def fail(self, what: str, expected: Any, got: Any) -> None:
         __tracebackhide__ = True
+        note = self.note()
         raise AssertionError(
             f"{self.name()}: {what}\n"
             f"  reproduce: {self.listing()}\n"
             f"  expected:  {show(expected)}\n"
-            f"  got:       {show(got)}"
+            f"  got:       {show(got)}" + (f"\n  note:      {note}" if note else "")
         )
 
     def check(self, ok: bool, what: str, expected: Any, got: Any) -> None:
@@ -120,9 +135,20 @@ class Call(Verdicts):
         self, impl: Any, fn: str, *args: Any, setup: Sequence[str] = (), **kwargs: Any
     ) -> None:
         self.impl, self.fn, self.args, self.kwargs, self.setup = impl, fn, args, kwargs, setup
+        self.depends: Sequence[str] = ()  # the functions it calls whose own failures it names
+
+    def note(self) -> str:
+        failed = getattr(self.impl, "failed", {})
+        first = [(name, failed[name]) for name in self.depends if name in failed]
+        if not first:
+            return ""
+        named = ", ".join(f"{name} ({test})" for name, test in first)
+        return f"{self.fn} calls what failed its own test first: {named}; fix that first"
 
     def code(self) -> str:
-        parts = [show(a) for a in self.args] + [f"{k}={show(v)}" for k, v in self.kwargs.items()]
+        parts = [source(a) for a in self.args] + [
+            f"{k}={source(v)}" for k, v in self.kwargs.items()
+        ]
         return f"impl.{self.fn}({', '.join(parts)})"
 
     def name(self) -> str:
@@ -131,17 +157,24 @@ class Call(Verdicts):
     def listing(self) -> str:
         return listing(self.impl, [*self.setup, self.code()])
 
+    def describe(self) -> tuple[str, str]:
+        """(function name, reproduce listing): what the guard names when the call hangs."""
+        return self.fn, self.listing()
+
     def __call__(self) -> Any:
         fn = getattr(self.impl, self.fn)
         args = [a.value if isinstance(a, Code) else a for a in self.args]
         kwargs = {k: v.value if isinstance(v, Code) else v for k, v in self.kwargs.items()}
         try:
-            return fn(*args, **kwargs)
+            with guard.running(self.describe):  # exits and the time limit: guard.py
+                return fn(*args, **kwargs)
         except NotImplementedError as e:
             # the implementation says it lacks this: the test is "not provided", not failed
             pytest.skip(f"not provided: {self.impl.name}.{self.fn} raised NotImplementedError({e})")
         except Exception as e:
             add_note(e, f"gptref conformance: raised by\n  reproduce: {self.listing()}")
+            with contextlib.suppress(AttributeError):
+                e._gptref_call = self  # the conftest names the call in the failure's first line
             raise
 
 
@@ -152,7 +185,7 @@ def listing(impl: Any, body: Sequence[str]) -> str:
         load = f"from gptref.conformance import load_implementation; impl = load_implementation({spec!r})"
     else:
         load = f"import {spec} as impl"
-    needs = [m for m in ("models", "tokenizer") if any(f"{m}." in line for line in body)]
+    needs = [m for m in ("models", "tokenizer", "strategies") if any(f"{m}." in line for line in body)]  # fmt: skip
     extra = "".join(f"from gptref.conformance import {m}; " for m in needs)
     return "\n             ".join([f"import torch; {extra}{load}", *body])
 

@@ -4,6 +4,12 @@ Hypothesis profiles: ``dev`` (default, quick), ``ci`` (chosen when ``CI`` is set
 derandomized, no deadline), ``thorough`` (many examples; ``HYPOTHESIS_PROFILE=thorough``),
 ``detect`` (``ci`` without the shrink phase: a failure is reported with the first example that
 falsified it, not the smallest; the mutant benchmark's measure of the time to a failure).
+``fast_fail()`` (the suite's ``--fast-fail``, the default of ``gptref conformance``) drops the
+shrink phase from whichever profile is loaded.
+
+No profile runs Hypothesis's explain phase (its "Explanation" lines name lines of the suite,
+not of the code under test) or reports several distinct bugs of one test (an ExceptionGroup):
+a failing test shows one failure, its first.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ from __future__ import annotations
 import os
 
 from hypothesis import HealthCheck, Phase, settings
+
+NO_EXPLAIN = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 
 
 def configure() -> None:
@@ -22,7 +31,8 @@ def configure() -> None:
     # One thread also makes float reductions independent of the machine's core count.
     torch.set_num_threads(int(os.environ.get("GPTREF_TEST_THREADS", "1")))
 
-    settings.register_profile("dev", max_examples=30, deadline=None)
+    one = dict(phases=NO_EXPLAIN, report_multiple_bugs=False)
+    settings.register_profile("dev", max_examples=30, deadline=None, **one)
     settings.register_profile(
         "ci",
         max_examples=50,
@@ -30,12 +40,16 @@ def configure() -> None:
         deadline=None,
         print_blob=True,
         suppress_health_check=[HealthCheck.too_slow],
+        **one,
     )
-    settings.register_profile("thorough", max_examples=1000, deadline=None)
-    settings.register_profile(
-        "detect",
-        settings.get_profile("ci"),
-        phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    )
+    settings.register_profile("thorough", max_examples=1000, deadline=None, **one)
+    settings.register_profile("detect", settings.get_profile("ci"), phases=NO_SHRINK)
     default = "ci" if os.environ.get("CI") else "dev"
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", default))
+
+
+def fast_fail() -> None:
+    """The loaded profile without the shrink phase: each failing test reports the first
+    example that falsified it, as found (seconds, where shrinking takes minutes)."""
+    settings.register_profile("fast-fail", settings.default, phases=NO_SHRINK)
+    settings.load_profile("fast-fail")

@@ -38,18 +38,31 @@ def windowed_ids(draw, max_size: int = 200) -> tuple[list[int], int, int]:
     return ids, L, draw(st.integers(1, 50))
 
 
-# pieces of English, the book's end-of-text token, digits and non-ASCII: texts for the
-# book's tokenizer (tiktoken "gpt2") through the book's GPTDatasetV1 / create_dataloader_v1
-TEXT_PIECES = (" the", " cat", " sat", ".", ",", "\n", " Jack", " Gisburn", "<|endoftext|>",
-               " 2024", "é", " naïve", "  ", " I", "HAD")  # fmt: skip
+# pieces of English, digits and non-ASCII: texts for the book's tokenizer (tiktoken "gpt2")
+# through the book's GPTDatasetV1 / create_dataloader_v1; the end-of-text token is drawn only by
+# the tests about it, so that an implementation that refuses it still gets every other check
+TEXT_PIECES = (" the", " cat", " sat", ".", ",", "\n", " Jack", " Gisburn", " 2024", "é",
+               " naïve", "  ", " I", "HAD")  # fmt: skip
+ENDOFTEXT = "<|endoftext|>"
 
 
 @st.composite
-def book_texts(draw, min_pieces: int = 0, max_pieces: int = 60) -> str:
-    """Texts joined from TEXT_PIECES (so they tokenize to roughly one token per piece)."""
+def book_texts(draw, min_pieces: int = 0, max_pieces: int = 60, endoftext: bool = False) -> str:
+    """Texts joined from TEXT_PIECES (so they tokenize to roughly one token per piece); with
+    ``endoftext``, <|endoftext|> is one of the pieces."""
+    pieces = TEXT_PIECES + (ENDOFTEXT,) if endoftext else TEXT_PIECES
     return "".join(
-        draw(st.lists(st.sampled_from(TEXT_PIECES), min_size=min_pieces, max_size=max_pieces))
+        draw(st.lists(st.sampled_from(pieces), min_size=min_pieces, max_size=max_pieces))
     )
+
+
+def synthetic_text(n_pieces: int = 3000, seed: int = 0) -> str:
+    """A fixed text of about n_pieces tokens from TEXT_PIECES (no <|endoftext|>): the book's
+    corpus where the-verdict.txt is not at hand."""
+    import torch
+
+    picks = torch.randint(0, len(TEXT_PIECES), (n_pieces,), generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    return "".join(TEXT_PIECES[i] for i in picks.tolist())
 
 
 train_ratios = st.floats(min_value=0.01, max_value=0.99, allow_nan=False)
@@ -109,7 +122,7 @@ def prompts(draw, vocab_size: int, max_batch: int = 4, max_len: int = 12) -> lis
 def tiny_configs(draw, *, min_context: int = 1, max_vocab: int = 64, attn_impl: str | None = None):
     """GPTConfig, valid by construction (emb_dim = n_heads * head_dim): vocab 2..max_vocab,
     context min_context..16, width <= 32, 1-2 layers, drop 0 / 0.1 / 0.5, either attention."""
-    from gptref.model import GPTConfig
+    from gptref.gpt_config import GPTConfig
 
     n_heads = draw(st.integers(1, 4))
     head_dim = draw(st.integers(1, 8))

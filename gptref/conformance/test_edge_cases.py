@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gptref.conformance import models
-from gptref.conformance.repro import Call, Code, show
+from gptref.conformance.repro import Call, Code, source
 from gptref.conformance.strategies import batch_sizes, seeds, token_lists
 from gptref.conformance.tokenizer import IdsTokenizer, gpt2
 
@@ -57,11 +57,18 @@ def test_chunk_without_room_for_one_window_gives_empty_int64_tensors(impl, L, s,
 @book
 @uses("GPTDatasetV1")
 @given(L=st.integers(1, 40), s=st.integers(1, 50), data=st.data())
-def test_gpt_dataset_v1_without_room_for_one_window_is_empty(impl, L, s, data):
-    """GPTDatasetV1 over len(ids) <= max_length tokens has no items (the book's loop is empty)."""
+def test_gpt_dataset_v1_without_room_for_one_window_is_empty_or_says_why(impl, L, s, data):
+    """GPTDatasetV1 over len(ids) <= max_length tokens has no items (the book's loop is empty)
+    or raises a ValueError that says why (as gptref's loader refuses a text with no window):
+    never an item, never another exception (an assert is an AssertionError)."""
     ids = data.draw(token_lists(max_size=L), label="ids")
     call = Call(impl, "GPTDatasetV1", "any text", IdsTokenizer(ids), L, s)
-    call.equal(len(call()), 0, "len(dataset)")
+    try:
+        dataset = call()
+    except ValueError as e:
+        call.check(len(str(e)) > 0, "the ValueError must say what is wrong", "a message", repr(e))
+        return
+    call.equal(len(dataset), 0, "len(dataset): the number of windows of a text too short for one")
 
 
 @book
@@ -147,10 +154,10 @@ def test_collate_of_one_sample_is_a_batch_of_one(impl, ids):
 def test_loader_loss_of_no_batches_is_nan(impl, num_batches):
     """A loader with no batches gives nan (the book's convention), for every weighting."""
     model = models.ConstantLogits(torch.zeros(3))
-    setup = [f"model = {show(model)}"]
-    calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches, setup=setup))]  # fmt: skip
+    setup = [f"model = {source(model)}"]
+    calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches=num_batches, setup=setup))]  # fmt: skip
     for w in impl.loader_loss_weightings:
-        calls.append((w, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches, setup=setup, weighting=w)))  # fmt: skip
+        calls.append((w, Call(impl, "calc_loss_loader", [], Code("model", model), "cpu", num_batches=num_batches, setup=setup, weighting=w)))  # fmt: skip
     for weighting, call in calls:
         loss = float(call())
         call.check(math.isnan(loss), f'"{weighting}" loss of no batches', float("nan"), loss)

@@ -38,10 +38,14 @@ def supported(impl, temperature, top_k=None, eos_id=None):
     )
 
 
-def run(impl, seed: int | None, model, rows, *args, **kwargs) -> tuple[Call, torch.Tensor]:
-    """generate(model, tensor(rows), *args, **kwargs) after torch.manual_seed(seed)."""
+def run(impl, seed: int | None, model, rows, *args) -> tuple[Call, torch.Tensor]:
+    """generate(model, tensor(rows), max_new_tokens=..., context_size=..., temperature=...,
+    top_k=..., eos_id=...) after torch.manual_seed(seed): the book's names, by keyword, so that
+    a reproduce line names every argument."""
     setup = [] if seed is None else [f"torch.manual_seed({seed})"]
-    call = Call(impl, "generate", model, torch.tensor(rows), *args, setup=setup, **kwargs)
+    names = ("max_new_tokens", "context_size", "temperature", "top_k", "eos_id")
+    options = dict(zip(names, args, strict=False))
+    call = Call(impl, "generate", model, torch.tensor(rows), setup=setup, **options)
     if seed is not None:
         torch.manual_seed(seed)
     return call, call()
@@ -177,9 +181,38 @@ def test_gpt_greedy_equals_oracle_and_crops_to_its_context(impl, rows, n):
 
 @uses("generate")
 @pytest.mark.parametrize("training", [True, False])
-def test_generate_leaves_model_mode_unchanged(impl, training):
-    """generate neither calls eval() nor train(): model.training is what it was (sampling at
-    temperature 1, which every implementation offers)."""
-    model = models.BagOfTokens(VOCAB).train(training)
-    call, _ = run(impl, 0, model, [[1, 2, 3]], 3, 6, 1.0)
+def test_generate_runs_every_forward_call_without_grad_in_the_models_mode(impl, training):
+    """generate neither calls eval() nor train(): every forward call sees the mode the model
+    was handed in (a model with dropout, so the mode matters) with grad disabled (the book's
+    no_grad), and model.training is unchanged after (sampling at temperature 1, which every
+    implementation offers)."""
+    model = models.ProbeGPT(VOCAB, 6, drop_rate=0.5).train(training)
+    model._gptref_repro += f".train({training})"
+    call, out = run(impl, 0, model, [[1, 2, 3]], 3, 6, 1.0)
+    want = [(training, False, (1, 3 + s)) for s in range(3)]
+    call.equal(len(model.calls), 3, "the number of forward calls (one per new token)")
+    call.equal(model.calls, want, "(model.training, grad enabled, input shape) of each forward call")  # fmt: skip
     call.equal(model.training, training, "model.training after generate")
+
+
+@uses("generate_text_simple")
+@given(rows=prompts(VOCAB), n=new_token_counts, ctx=context_sizes, training=st.booleans())
+def test_generate_text_simple_is_greedy_without_grad(impl, rows, n, ctx, training):
+    """Chapter 4's generate_text_simple(model, idx, max_new_tokens, context_size) appends, row
+    by row, the argmax of the logits of the last context_size tokens (the oracle's plain loop),
+    every forward call without grad and in the mode the model was handed in."""
+    model = models.BagOfTokens(VOCAB)
+    call, out = run_simple(impl, model, rows, n, ctx)
+    call.equal(out, oracle_greedy(next_logits_of(model), rows, n, ctx), "greedy decoding")
+    probe = models.ProbeGPT(VOCAB, 8, drop_rate=0.5).train(training)
+    probe._gptref_repro += f".train({training})"
+    call, _ = run_simple(impl, probe, rows, n, ctx)
+    T = len(rows[0])
+    want = [(training, False, (len(rows), min(T + s, ctx))) for s in range(n)]
+    call.equal(len(probe.calls), n, "the number of forward calls (one per new token)")
+    call.equal(probe.calls, want, "(model.training, grad enabled, input shape) of each forward call")  # fmt: skip
+
+
+def run_simple(impl, model, rows, n, ctx) -> tuple[Call, torch.Tensor]:
+    call = Call(impl, "generate_text_simple", model, torch.tensor(rows), max_new_tokens=n, context_size=ctx)  # fmt: skip
+    return call, call()

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gptref.conformance import models
 from gptref.conformance.oracles import oracle_book_loss_loader, oracle_mean_nll
-from gptref.conformance.repro import Call, Code, show
+from gptref.conformance.repro import Call, Code, source
 from gptref.conformance.strategies import (
     batch_lists,
     logit_tensors,
@@ -151,11 +151,11 @@ def oracle_loader_loss(weighting: str, model, batches, num_batches, ignore: int)
 def weighting_calls(impl, batches, model, num_batches) -> list[tuple[str, Call]]:
     """(weighting, call) for the default call (the declared weighting) and each keyword one;
     the calls show the model and the batches as setup lines, so they stay readable."""
-    setup = [f"model = {show(model)}", f"batches = {show(batches)}"]
-    args = (Code("batches", batches), Code("model", model), "cpu", num_batches)
-    calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", *args, setup=setup))]
+    setup = [f"model = {source(model)}", f"batches = {source(batches)}"]
+    args = (Code("batches", batches), Code("model", model), "cpu")
+    calls = [(impl.loader_loss_weighting, Call(impl, "calc_loss_loader", *args, setup=setup, num_batches=num_batches))]  # fmt: skip
     for w in impl.loader_loss_weightings:
-        calls.append((w, Call(impl, "calc_loss_loader", *args, setup=setup, weighting=w)))
+        calls.append((w, Call(impl, "calc_loss_loader", *args, setup=setup, num_batches=num_batches, weighting=w)))  # fmt: skip
     return calls
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gptref.conformance import models
 from gptref.conformance.oracles import oracle_sgd_step
-from gptref.conformance.repro import Call, Code, show
+from gptref.conformance.repro import Call, Code, source
 
 uses = pytest.mark.uses
 book = pytest.mark.level("book")
@@ -45,7 +45,7 @@ def step_batches(draw, max_rows: int = 6, max_len: int = 8, ignore_index: int = 
 def sgd_step_call(impl, seed: int, x, y, **kwargs) -> tuple[Call, torch.nn.Module]:
     model = models.gpt(MICRO, seed, impl.make_model).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    setup = [f"model = {show(model)}.train()", f"optimizer = torch.optim.SGD(model.parameters(), lr={LR})"]  # fmt: skip
+    setup = [f"model = {source(model)}.train()", f"optimizer = torch.optim.SGD(model.parameters(), lr={LR})"]  # fmt: skip
     args = (Code("model", model), Code("optimizer", optimizer), x, y, "cpu")
     return Call(impl, "train_step", *args, setup=setup, **kwargs), model
 
@@ -148,13 +148,36 @@ def test_two_consecutive_train_steps_equal_two_sgd_steps(impl, seed, data):
 
 @book
 @uses("train_step")
+@given(seed=st.integers(0, 2**16), rows=st.integers(1, 3), length=st.integers(1, 6))
+@settings(max_examples=10)
+def test_train_step_runs_its_forward_calls_in_train_mode_with_grad(impl, seed, rows, length):
+    """A model handed over in train mode (with dropout, so eval mode would change the update)
+    stays in it: every forward call of train_step sees model.training and grad enabled, and
+    model.training is True after."""
+    model = models.ProbeGPT(13, 6, drop_rate=0.5, seed=seed).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randint(0, 13, (rows, length), generator=g), torch.randint(0, 13, (rows, length), generator=g)  # fmt: skip
+    setup = [f"model = {source(model)}.train()", f"optimizer = torch.optim.SGD(model.parameters(), lr={LR})"]  # fmt: skip
+    call = Call(impl, "train_step", Code("model", model), Code("optimizer", optimizer), x, y, "cpu", setup=setup)  # fmt: skip
+    call()
+    call.check(len(model.calls) >= 1, "the number of forward calls", ">= 1", len(model.calls))
+    call.equal(
+        [c[:2] for c in model.calls], [(True, True)] * len(model.calls),
+        "(model.training, grad enabled) of each forward call",
+    )  # fmt: skip
+    call.equal(model.training, True, "model.training after train_step")
+
+
+@book
+@uses("train_step")
 def test_train_step_sets_the_given_lr_on_every_param_group(impl):
     """lr=... overrides each param group's learning rate before the update; result.lr is it."""
     model = models.gpt(MICRO, 2, impl.make_model).train()
     params = list(model.parameters())
     optimizer = torch.optim.AdamW([{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0}], lr=1.0)  # fmt: skip
     setup = [
-        f"model = {show(model)}.train()",
+        f"model = {source(model)}.train()",
         "params = list(model.parameters())",
         'optimizer = torch.optim.AdamW([{"params": params[:3]}, {"params": params[3:], "weight_decay": 0.0}], lr=1.0)',
     ]

@@ -23,7 +23,7 @@ def install_offline_gpt2() -> str:
         return "tiktoken is not installed"
     if "gpt2" in tiktoken.registry.ENCODINGS:
         return "tiktoken's own"
-    from gptref import gpt2_tokenizer
+    from gptref.tokenizer import gpt2_tokenizer
 
     tiktoken.registry.ENCODINGS["gpt2"] = gpt2_tokenizer()
     return "gptref.gpt2_tokenizer() (tiktoken's pinned files, offline)"
