@@ -40,7 +40,7 @@ examples:
   gptref train --book --text the-verdict.txt    # the book's chapter-5 run (GPT-124M, 10 epochs)
   gptref eval --checkpoint runs/NAME            # loss and perplexity of a trained run
   gptref generate --checkpoint runs/NAME --prompt "Every effort moves you" --temperature 1.4 --top-k 25
-  gptref train --fast                           # bf16 autocast + sdpa + fused AdamW (tested equal)
+  gptref train --fast                           # the fastest tested paths for this device (measured)
   torchrun --standalone --nproc_per_node=2 -m gptref train --batch-size 4   # DDP, 2 processes
   gptref bench --preset small --batch-sizes 1,2,4,8 --dtype float32,bfloat16
   gptref plan --memory 24GiB --target-batch 1024 --preset 124M --context 1024
