@@ -8,10 +8,11 @@ round, so a slow spell of the machine does not land on one variant only. Writes
 fp32 reference (the numbers to track across commits). Variants:
 
 - fp32 reference: the book's ops, PyTorch's default AdamW (the per-parameter loop on CPU);
-- fp32 fast: sdpa, fused AdamW, fused LayerNorm/GELU (``gptref train --fast`` less bf16);
+- fp32 fast: sdpa, fused AdamW, fused LayerNorm/GELU (``FAST_FP32``);
 - nanoGPT-style fp32: ``benchmarks/nanogpt_style.py``, the same shape written the common way
   (nn.LayerNorm, fused qkv, sdpa, nn.GELU), with the same fused AdamW;
-- bf16 fast: ``gptref train --fast``;
+- bf16 fast: ``FAST_BF16`` (``--fast`` as first defined; today's ``--fast`` on a CPU
+  adds the chunked loss and picks the dtype by measurement: ``test_bench_auto.py``);
 - bf16 fast + compile: with ``torch.compile`` as well.
 """
 
@@ -20,20 +21,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from gptref.bench import compare_paths, write_results
-from gptref.fast.paths import FAST, REFERENCE
+from gptref.fast.paths import FAST_BF16, REFERENCE
 
 RESULTS = Path(__file__).parent / "results"
 ROUNDS = 2
 VARIANTS = {
     "fp32 reference": REFERENCE,
-    "fp32 fast": FAST.replace(dtype="float32"),
+    "fp32 fast": FAST_BF16.replace(dtype="float32"),
     "nanoGPT-style fp32": {
         "attn": "sdpa",
         "optimizer": "fused",
         "model": "benchmarks.nanogpt_style:NanoGPT",
     },
-    "bf16 fast": FAST,
-    "bf16 fast + compile": FAST.replace(compile=True),
+    "bf16 fast": FAST_BF16,
+    "bf16 fast + compile": FAST_BF16.replace(compile=True),
 }
 
 

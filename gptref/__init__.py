@@ -21,7 +21,9 @@ of gptref outside itself::
 
 Around it, each folder a layer that may import only the layers listed before it::
 
-    fast/           FastPaths (every opt-in speed and memory switch), distributed (torchrun/DDP)
+    fast/           FastPaths (every opt-in speed and memory switch); choose_fast (--fast: the
+                    fastest tested bundle for the device, by a measured bf16 probe on CPU);
+                    distributed (torchrun/DDP)
     corpus/         token files, text and prepared corpora, and their writer (gptref prepare)
     plan/           the analytic training-memory model and the batch/lever planner
     run/            RunConfig, checkpoints and snapshots, resuming, run directories, train_run,
@@ -73,7 +75,8 @@ _EXPORTS = {
         "gptref.rng": "capture_rng isolated_rng restore_rng",
         "gptref.generation": "generate generate_text_simple",
         "gptref.loop": "train",
-        "gptref.fast.paths": "FAST FastPaths compile_model make_optimizer set_tf32",
+        "gptref.fast.paths": "FAST_BF16 FAST_FP32 FastPaths compile_model make_optimizer set_tf32",
+        "gptref.fast.choice": "FAST choose_fast",
         "gptref.corpus.tokens": "PreparedCorpus TextCorpus TokenFile",
         "gptref.run.config": "RunConfig",
         "gptref.run.checkpoint": "load_checkpoint load_config save_checkpoint",

@@ -24,3 +24,12 @@ def verdict_text() -> str:
     if not VERDICT.is_file():
         pytest.skip(f"the book's corpus is absent: {VERDICT} (the-verdict.txt from ../shared/data)")
     return VERDICT.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_probe_cache_in_tmp(tmp_path_factory):
+    """``--fast``'s probe caches its answer under $XDG_CACHE_HOME: in the tests (and the
+    processes they start) that is a temporary folder, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield

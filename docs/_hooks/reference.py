@@ -17,6 +17,7 @@ an installed gptref nor torch.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 from pathlib import Path
@@ -132,6 +133,20 @@ def layer_modules() -> dict[str, list[str]]:
     return pages
 
 
+def _defined(module: str) -> set[str]:
+    """The names a module's source binds at its top level (defs, classes, assignments)."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for target in targets for n in ast.walk(target)
+                         if isinstance(n, ast.Name))  # fmt: skip
+    return names
+
+
 def _exports() -> dict[str, str]:
     """gptref's public names -> their modules (``gptref._EXPORTS``; importing gptref loads
     nothing else)."""
@@ -146,8 +161,12 @@ def api_pages() -> dict[str, str]:
     pages = {}
     modules = layer_modules()
     where = {m: page for page, names in modules.items() for m in names}
-    rows = [f"| [`{name}`]({where[module].split('.')[-1]}.md#{module}.{name}) | `{module}` |"
-            for name, module in sorted(_exports().items(), key=lambda kv: kv[0].lower())]  # fmt: skip
+    rows = []
+    for name, module in sorted(_exports().items(), key=lambda kv: kv[0].lower()):
+        # a name the module makes on first use (a module __getattr__, as gptref.fast.choice's
+        # FAST) has no heading of its own: the link goes to its module, whose docstring says
+        anchor = f"{module}.{name}" if name in _defined(module) else module
+        rows.append(f"| [`{name}`]({where[module]}.md#{anchor}) | `{module}` |")
     pages["index"] = "\n".join([
         "# API",
         "",

@@ -4,6 +4,8 @@
 - ``measure``: one configuration measured, here or in a process of its own; machine info;
 - ``sweep``: ``run_bench``, the batch-size sweep;
 - ``compare``: ``compare_paths``, the fast paths side by side (``standard_variants``);
+- ``inprocess``: ``interleaved_paths``, variants in turn in one process beside the float32
+  matmul ceiling; ``compile_cost``, torch.compile's time and speed-up;
 - ``report``: tables, JSON and the sweep's plot;
 - regression tracking across commits is ``gptref.track``.
 

@@ -8,29 +8,66 @@ from collections.abc import Mapping
 from typing import Any
 
 from gptref.bench.sweep import run_bench
-from gptref.fast.paths import FAST, REFERENCE, FastPaths
+from gptref.fast.choice import FastChoice, choose_fast
+from gptref.fast.paths import REFERENCE, FastPaths
 from gptref.gpt_config import GPTConfig
 
 Variant = FastPaths | Mapping[str, Any]  # a FastPaths, or its fields (+ "model": "module:fn")
 
 
 def standard_variants(
-    device: str, *, vocab_pad: int = 1, compile: bool = False
+    device: str, *, vocab_pad: int = 1, compile: bool = False, choice: FastChoice | None = None
 ) -> dict[str, FastPaths]:
-    """The comparison ``gptref bench --compare`` makes: the fp32 reference, ``FAST`` in fp32,
-    ``FAST`` (bf16), on CUDA ``FAST`` with TF32 instead of bf16, and with ``compile`` ``FAST``
-    compiled; ``vocab_pad`` for the fast variants."""
-    fast = FAST.replace(vocab_pad=vocab_pad)
-    variants = {
-        "fp32 reference": REFERENCE,
-        "fp32 fast (sdpa, fused AdamW and layers)": fast.replace(dtype="float32"),
-        "bf16 fast": fast,
-    }
+    """The comparison ``gptref bench --compare`` makes: the fp32 reference, ``--fast`` (the
+    bundle ``choose_fast(device)`` picks, or ``choice``), the same bundle in the other dtype
+    unless the probe found its matmuls over ``SLOW_BF16``x slower (``left_out`` says so), on
+    CUDA the fp32 bundle with TF32, and with ``compile`` ``--fast`` compiled; ``vocab_pad``
+    for the fast variants."""
+    choice = choose_fast(device) if choice is None else choice
+    fast = choice.paths.replace(vocab_pad=vocab_pad)
+    dtype = _SHORT[fast.dtype]
+    variants = {"fp32 reference": REFERENCE, f"--fast ({dtype})": fast}
+    other = "float32" if fast.dtype == "bfloat16" else "bfloat16"
+    if left_out(choice) is None:
+        variants[f"fast in {_SHORT[other]}"] = fast.replace(dtype=other)
     if device == "cuda":
         variants["tf32 fast"] = fast.replace(dtype="float32", tf32=True)
     if compile:
-        variants["bf16 fast + compile"] = fast.replace(compile=True)
+        variants[f"--fast ({dtype}) + compile"] = fast.replace(compile=True)
     return variants
+
+
+_SHORT = {"float32": "fp32", "bfloat16": "bf16"}
+SLOW_BF16 = 4  # a bf16 bundle whose matmuls are this many times slower is left out
+
+
+def left_out(choice: FastChoice) -> str | None:
+    """Why ``standard_variants`` leaves the bf16 bundle out (its matmuls too slow to time in
+    reasonable time on this CPU), or None when it times it."""
+    probe = choice.probe
+    if choice.paths.dtype == "bfloat16" or probe is None or probe.bf16_speedup * SLOW_BF16 >= 1:
+        return None
+    return (
+        f"bf16 left out: this CPU multiplies bf16 {1 / probe.bf16_speedup:.0f}x slower than "
+        f"fp32 ({probe.describe()}); time it anyway with --dtype bfloat16 (without --compare)"
+    )
+
+
+def device_line(choice: FastChoice) -> str:
+    """The device a comparison ran on, in one line: CPU model, PyTorch's capability, bf16
+    units, torch, threads (or the CUDA card), and what ``--fast`` chose there."""
+    import torch
+
+    from gptref.fast.probe import cpu_description
+
+    if choice.device == "cuda":
+        where = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    else:
+        d = cpu_description()
+        units = ", ".join(f for f in d["cpu_flags"] if "bf16" in f) or "no bf16 units"
+        where = (f"CPU {d['cpu_model']}, capability {d['capability']} ({units}), torch "
+                 f"{d['torch_version']}, {d['threads']} threads")  # fmt: skip
+    return f"{where}; {choice.line()}"
 
 
 def compare_paths(

@@ -6,11 +6,11 @@ measured on a CPU, the datasheet's on a known CUDA card. The numerator's FLOPs p
 from __future__ import annotations
 
 import functools
-import math
 import time
 
 import torch
 
+from gptref.fast.probe import matmul_flops
 from gptref.plan.compute import flops_per_token  # noqa: F401  (bench's FLOP count)
 
 # published dense (no sparsity) peaks, FLOP/s: NVIDIA H100/H200 and A100 datasheets;
@@ -25,18 +25,9 @@ CUDA_PEAK_FLOPS = {
 
 @functools.cache
 def cpu_peak_flops(dtype: str = "float32", size: int = 2048, seconds: float = 0.5) -> float:
-    """The best FLOP/s of ``size``-square matmuls in ``dtype`` on this CPU over ~``seconds``
-    (measured once per process and remembered)."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(size, size, generator=gen).to(getattr(torch, dtype))
-    y = torch.randn(size, size, generator=gen).to(getattr(torch, dtype))
-    x @ y  # first call loads the kernels
-    best, start = math.inf, time.perf_counter()
-    while time.perf_counter() - start < seconds or best == math.inf:
-        t0 = time.perf_counter()
-        x @ y
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best
+    """The best FLOP/s of ``size``-square matmuls in ``dtype`` on this CPU (all torch
+    threads) over ~``seconds`` by wall clock (measured once per process and remembered)."""
+    return matmul_flops(dtype, size, seconds=seconds, clock=time.perf_counter)
 
 
 def device_peak_flops(device: str, dtype: str) -> float | None:

@@ -16,7 +16,6 @@ import dataclasses
 import gc
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -34,12 +33,16 @@ from gptref.step import train_step
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        found = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        cpu = found.group(1).strip() if found else cpu
+    """The machine a result came from: CPU model, PyTorch's CPU capability, the CPU's bf16
+    units, oneDNN's bf16 support, torch, threads, the CUDA card."""
+    from gptref.fast.probe import cpu_description
+
+    d = cpu_description()
     return {
-        "cpu_model": cpu,
+        "cpu_model": d["cpu_model"],
+        "cpu_capability": d["capability"],
+        "cpu_flags": d["cpu_flags"],
+        "onednn_bf16": d["onednn_bf16"],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,

@@ -151,18 +151,20 @@ def write_results(
     name: str = "bench",
     *,
     overwrite: bool = False,
+    head: str | None = None,
 ) -> dict[str, Path]:
-    """-> paths of ``name``.md (the table: ``format_comparison`` for ``compare_paths`` rows,
-    else ``format_table``), ``name``.json (machine info + rows) and, for a sweep, ``name``.png
-    (left out when matplotlib is not installed). Earlier results of ``name`` there are
-    replaced only with ``overwrite`` (``claim_results``)."""
+    """-> paths of ``name``.md (``head``, when given, then the table: ``format_comparison``
+    for ``compare_paths`` rows, else ``format_table``), ``name``.json (machine info + rows)
+    and, for a sweep, ``name``.png (left out when matplotlib is not installed). Earlier
+    results of ``name`` there are replaced only with ``overwrite`` (``claim_results``)."""
     out = Path(out_dir)
     claim_results(out, name, overwrite=overwrite)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / f"{name}.md", "json": out / f"{name}.json"}
     comparison = bool(rows) and "variant" in rows[0]
-    atomic_write_text(paths["md"], (format_comparison if comparison else format_table)(rows) + "\n")
+    table = (format_comparison if comparison else format_table)(rows)
+    atomic_write_text(paths["md"], (f"{head}\n\n" if head else "") + table + "\n")
     record = {"format": RESULTS_FORMAT, "machine": machine_info(), "rows": list(rows)}
     atomic_write_text(paths["json"], json.dumps(record, indent=1) + "\n")
     if comparison:

@@ -40,8 +40,9 @@ class Args:
     # the other fast paths, as `gptref train` declares them (dtype and attn are lists here)
     fast: FastPaths = nested(FastPaths, exclude=("attn", "dtype"))
     compare: bool = setting(
-        False, "instead of a sweep: the fp32 reference and the fast paths side by side at the "
-        "first batch size and device, with speed-ups (writes compare.md/json)",
+        False, "instead of a sweep: the fp32 reference, --fast (the bundle chosen for this "
+        "device) and the bundle in the other dtype side by side at the first batch size and "
+        "device, with speed-ups; names the CPU and each side's dtype (writes compare.md/json)",
     )  # fmt: skip
     levers: bool = setting(
         False, "instead of the default sweep: the memory levers side by side (reference, chunked loss, "
@@ -93,11 +94,19 @@ def main(args: Args) -> int:
     name = "compare" if args.compare else "levers" if args.levers else "bench"
     claim_results(Path(args.out), name, overwrite=args.overwrite)  # before minutes of timing
     if args.compare:
+        from gptref.bench.compare import device_line, left_out
+        from gptref.fast.choice import choose_fast
+
+        choice = choose_fast(devices[0])
+        head = device_line(choice)
+        print(head)
+        if left_out(choice):
+            print(left_out(choice))
         variants = standard_variants(devices[0], vocab_pad=args.fast.vocab_pad,
-                                     compile=args.fast.compile)  # fmt: skip
+                                     compile=args.fast.compile, choice=choice)  # fmt: skip
         rows = compare_paths(variants, args.preset, args.context, sizes[0], devices[0],
                              steps=args.steps, progress=progress)  # fmt: skip
-        write_results(rows, args.out, "compare", overwrite=args.overwrite)
+        write_results(rows, args.out, "compare", overwrite=args.overwrite, head=head)
         print(format_comparison(rows))
         _warn_if_starved(rows)
         print(f"wrote {args.out}/: compare.md, compare.json")

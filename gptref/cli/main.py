@@ -40,7 +40,7 @@ examples:
   gptref train --book --text the-verdict.txt    # the book's chapter-5 run (GPT-124M, 10 epochs)
   gptref eval --checkpoint runs/NAME            # loss and perplexity of a trained run
   gptref generate --checkpoint runs/NAME --prompt "Every effort moves you" --temperature 1.4 --top-k 25
-  gptref train --fast                           # bf16 autocast + sdpa + fused AdamW (tested equal)
+  gptref train --fast                           # the fastest tested paths for this device (measured)
   torchrun --standalone --nproc_per_node=2 -m gptref train --batch-size 4   # DDP, 2 processes
   gptref bench --preset small --batch-sizes 1,2,4,8 --dtype float32,bfloat16
   gptref plan --memory 24GiB --target-batch 1024 --preset 124M --context 1024
@@ -238,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _line_buffered(stream) -> None:
+    """Each printed line reaches a file or pipe when printed (``gptref train > train.log`` shows
+    the evaluations while the run goes), not when 8 KiB have gathered or the process ends."""
+    if hasattr(stream, "reconfigure") and not stream.line_buffering:
+        stream.reconfigure(line_buffering=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parsed, extras = parser.parse_known_args(argv)
@@ -252,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args_cls, function = ns.pop("_args"), ns.pop("_main")
     ns.pop("action", None)
     flags = {f.name: flag_name(f) for f, _ in flag_fields(args_cls)}
+    _line_buffered(sys.stdout)
     try:
         with warnings.catch_warnings():  # (which also forgets the warnings of earlier calls)
             warnings.showwarning = _one_line_warning(command)

@@ -34,7 +34,7 @@ COUNTS_BASELINE = "benchmarks/results/track/counts_baseline.json"
 SUITE = "chunk,collate,tokenize,forward,loss,train_step"
 MIN_ROUNDS = 8  # 2 / 2**8 < 0.01: the fewest pairs in which the signed-rank test can tell
 ROUNDS = 20  # compare's and check's default: a +10 % slow-down of train_step seen >= 95 % of
-# the time on a busy 2-core machine (benchmarks/track_proof.py measures it)
+# the time with 2 cores under load from other work (benchmarks/track_proof.py measures it)
 # a significant slow-down beyond this fails `check` (timed); an increase beyond it (counted)
 THRESHOLDS = {"chunk": 0.10, "collate": 0.10, "tokenize": 0.10, "forward": 0.10,
               "loss": 0.10, "train_step": 0.05}  # fmt: skip

@@ -20,7 +20,6 @@ from typing import Any
 from gptref._check import FieldError, check_int
 from gptref._setting import nested, setting
 from gptref.cli.common import Device, device_flag, no_progress_flag
-from gptref.fast.paths import FAST
 from gptref.run.config import RunConfig, book, book_text_mismatch
 
 NAME = "train"
@@ -48,8 +47,9 @@ class Args:
     )  # fmt: skip
     run: RunConfig = nested(RunConfig)
     use_fast: bool = setting(
-        False, "the tested fast paths: --attn sdpa --dtype bfloat16 --optimizer fused "
-        "--fused-layers (explicit flags win)", flag="--fast",
+        False, "the fastest tested paths for this device, chosen by a measured probe and "
+        "printed: --attn sdpa --optimizer fused --fused-layers, on CPU --loss chunked, and "
+        "--dtype bfloat16 where bf16 matmuls are native (explicit flags win)", flag="--fast",
     )  # fmt: skip
     device: Device = device_flag()
     out: str | None = setting(None, "run directory (default runs/<timestamp>)", metavar="DIR")
@@ -71,6 +71,7 @@ class Args:
     )
     no_progress: bool = no_progress_flag()
     given: frozenset[str] = frozenset()  # the RunConfig settings given as flags (not a flag)
+    fast_line: str | None = None  # what --fast chose and why, in one line (not a flag)
 
     def __post_init__(self) -> None:
         if not self.prompt:
@@ -81,8 +82,9 @@ class Args:
 
     @classmethod
     def from_flags(cls, given: Mapping[str, Any]) -> Args:
-        """The flags given -> Args: the run is ``book()`` or ``RunConfig()``, then ``FAST``
-        with ``--fast``, then every setting given explicitly."""
+        """The flags given -> Args: the run is ``book()`` or ``RunConfig()``, then with
+        ``--fast`` the bundle ``choose_fast`` picks for the device, then every setting given
+        explicitly."""
         keys = set(RunConfig().to_dict())
         settings = {k: v for k, v in given.items() if k in keys}
         if "max_steps" in settings:  # --max-steps alone: as many epochs as it needs
@@ -90,10 +92,17 @@ class Args:
         if "epochs" in settings:
             settings.setdefault("max_steps", None)
         base = book() if given.get("book") else RunConfig()
+        choice = None
         if given.get("use_fast"):
-            base = dataclasses.replace(base, fast=FAST)
+            from gptref.fast.choice import choose_fast
+            from gptref.run.loaders import resolve_device
+
+            choice = choose_fast(resolve_device(given.get("device", "auto")).type)
+            base = dataclasses.replace(base, fast=choice.paths)
         own = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if k not in keys}
-        return cls(run=base.replace(**settings), given=frozenset(settings), **own)
+        run = base.replace(**settings)
+        line = None if choice is None else choice.line(run.fast)
+        return cls(run=run, given=frozenset(settings), fast_line=line, **own)
 
 
 def main(args: Args) -> int:
@@ -111,6 +120,8 @@ def main(args: Args) -> int:
     from gptref.run.job import train_run
 
     log = functools.partial(print, file=sys.stderr) if args.json else print
+    if args.fast_line and args.resume is None:  # a resumed run keeps its saved paths
+        log(args.fast_line)
     mismatch = book_text_mismatch(args.text) if args.book and args.resume is None else None
     if mismatch:  # the run goes on: the book's settings are worth having on any text
         print(f"gptref train: warning: {mismatch}", file=sys.stderr)

@@ -1,15 +1,18 @@
 """``FastPaths``: every opt-in speed path as one type, each computing the reference's function.
 
 A ``FastPaths`` value is a set of switches; ``FastPaths()`` is the fp32 reference (the book's
-ops, PyTorch's default AdamW) and ``FAST`` is the tested bundle behind ``gptref train --fast``
-(sdpa + bf16 autocast + fused AdamW + fused LayerNorm/GELU). The CLI, ``gptref bench
---compare`` and the benchmarks all start from these two. Each path is tested against the
-reference (``tests/fast/test_fast.py``, with the tolerance it is held to and why) and timed beside
-it (``benchmarks/test_bench_fast.py``):
+ops, PyTorch's default AdamW). ``FAST_BF16`` (sdpa + bf16 autocast + fused AdamW + fused
+LayerNorm/GELU) and ``FAST_FP32`` (the same in float32) are the two fixed bundles that
+``--fast`` chooses from (``gptref.fast.choice``: by device and, on CPU, by a measured probe,
+with the chunked loss added on CPU); ``FAST`` is that choice. The CLI, ``gptref bench
+--compare`` and the benchmarks all start from these. Each path is tested against the
+reference (``tests/fast/test_fast.py``, with the tolerance it is held to and why) and timed
+beside it (``benchmarks/test_bench_fast.py``, ``benchmarks/test_bench_auto.py``):
 
 - ``attn="sdpa"``: fused attention (``F.scaled_dot_product_attention``), equal up to rounding;
 - ``dtype="bfloat16"``: ``train_step``'s autocast; matmuls in bf16, weights, gradients and
-  AdamW state in fp32; 2-4x on CPUs with AMX/AVX512-BF16 and on every recent GPU;
+  AdamW state in fp32; 2-4x on CPUs with AMX/AVX512-BF16 and on every recent GPU, 30-100x
+  slower on CPUs without native bf16 (AVX2);
 - ``optimizer="foreach" | "fused"``: AdamW's multi-tensor or fused kernels instead of the
   per-parameter loop ("default" is PyTorch's choice, "for-loop" forces the loop);
 - ``compile=True``: ``torch.compile`` (inductor) of the forward and backward;
@@ -150,7 +153,9 @@ class FastPaths:
 
 
 REFERENCE = FastPaths()
-FAST = FastPaths(attn="sdpa", dtype="bfloat16", optimizer="fused", fused_layers=True)
+# the fixed bundles --fast chooses from (gptref.fast.choice); FAST_BF16 is what FAST first meant
+FAST_BF16 = FastPaths(attn="sdpa", dtype="bfloat16", optimizer="fused", fused_layers=True)
+FAST_FP32 = FAST_BF16.replace(dtype="float32")
 
 
 def make_optimizer(

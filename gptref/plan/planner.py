@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from gptref._check import check_choice, check_int
+from gptref.fast.probe import device_class
 from gptref.gpt_config import GPTConfig, as_config, resolve_config
 from gptref.plan.compute import flops_per_token
 from gptref.plan.memory import estimate_training_memory, format_bytes
@@ -144,16 +145,22 @@ def parse_bytes(text: str | int) -> int:
 
 
 # Tokens per micro-batch at which a train_step runs at half its large-batch speed: the knee
-# of batch_efficiency. CPU: GPT-124M at context 256 (README, benchmarks/results/bench_cpu_124m)
-# gave 136 / 173 / 191 tokens/s at 256 / 512 / 1024 tokens, which n / (n + 100) follows to 3 %.
-# CUDA: the H100 rows of benchmarks/results/cuda_h100 (fastest path, 286k tokens/s at 16k
-# tokens, 327k at 32k) give ~5,000.
+# of batch_efficiency. CPU: GPT-124M at context 256 ran at 136 / 173 / 191 tokens/s at 256 /
+# 512 / 1024 tokens, which n / (n + 100) follows to 3 %. CUDA: an H100 (fastest path, 286k
+# tokens/s at 16k tokens, 327k at 32k) gives ~5,000.
 HALF_SPEED_TOKENS = {"cpu": 100, "cuda": 5000}
-# The chunked loss adds no FLOPs (its gradients are computed in its forward pass), so its
-# stated cost is 0. Measured beside the reference on CPU (benchmarks/results/levers_cpu_124m.md:
-# GPT-124M, context 256, batch 4, the two in turn) on a machine at load 10-12 on 2 cores, the
-# ratios are noise-dominated and do not resolve it; on CUDA it is not measured yet.
-CHUNKED_LOSS_COST = {"cpu": 0.0, "cuda": 0.0}
+# The chunked loss adds no FLOPs (its gradients are computed in its forward pass), but it
+# moves less memory: its measured cost, the step time with it over the step time without it,
+# minus 1 (negative: it is faster), per device class (gptref.fast.probe.device_class) and
+# dtype, at GPT-124M, context 256, batch 4, the two timed side by side in one process.
+CHUNKED_LOSS_COST: dict[tuple[str, str], float] = {
+    # an AVX2 EPYC: the reference 102 tokens/s, with the chunked loss 111
+    ("cpu AVX2", "float32"): -0.081,
+    # an AVX512-BF16 EPYC without AMX, the median per-round ratio per CPU second: the
+    # reference with the chunked loss 1.119x; the bf16 bundle with it 1.143x
+    ("cpu AVX512 avx512_bf16", "float32"): -0.106,
+    ("cpu AVX512 avx512_bf16", "bfloat16"): -0.125,
+}
 DEFAULT_LOSS_CHUNK = 1024  # gptref.chunked_loss.DEFAULT_CHUNK, FastPaths.loss_chunk's default
 
 
@@ -185,19 +192,37 @@ def lever_cost(
     recompute: int = 0,
     context: int | None = None,
     device: str = "cpu",
+    dtype: str = "float32",
 ) -> float:
-    """Predicted extra time per token of the levers, as a fraction of a plain step's.
+    """Predicted extra time per token of the levers, as a fraction of a plain step's
+    (negative: a speed-up).
 
     Recomputation runs the forward of each checkpointed block again: ``ceil(L/k)`` blocks of
     ``24*E*E + 4*T*E`` FLOPs per token (a third of a block's ``72*E*E + 12*T*E`` training
     FLOPs), over ``flops_per_token`` (PaLM's count): +24 % for GPT-124M at context 1024 with
-    every block recomputed. The chunked loss adds ``CHUNKED_LOSS_COST[device]``."""
+    every block recomputed. The chunked loss adds ``chunked_loss_cost(device, dtype)``."""
     cfg = as_config(config)
     T = cfg.context_length if context is None else context
     E, L = cfg.emb_dim, cfg.n_layers
     blocks = sum(1 for i in range(L) if recompute and i % recompute == 0)
     cost = blocks * (24 * E * E + 4 * T * E) / flops_per_token(cfg, T)
-    return cost + (CHUNKED_LOSS_COST[device] if loss_chunk is not None else 0.0)
+    return cost + (chunked_loss_cost(device, dtype) if loss_chunk is not None else 0.0)
+
+
+def chunked_loss_source(device: str = "cpu", dtype: str = "float32") -> str:
+    """Where ``chunked_loss_cost`` comes from, in words."""
+    key = (device_class() if device == "cpu" else device, dtype)
+    if key in CHUNKED_LOSS_COST:
+        return f"the chunked loss measured on {key[0]} in {dtype}: {100 * CHUNKED_LOSS_COST[key]:+.1f} %"
+    return f"the chunked loss not measured on {key[0]} in {dtype}: +0.0 %, its extra FLOPs"
+
+
+def chunked_loss_cost(device: str = "cpu", dtype: str = "float32") -> float:
+    """The chunked loss's measured cost (``CHUNKED_LOSS_COST``) on ``device`` ("cpu": this
+    machine's CPU class) in ``dtype``; 0.0, its FLOPs' cost, where its class is not measured
+    (CUDA)."""
+    key = (device_class() if device == "cpu" else device, dtype)
+    return CHUNKED_LOSS_COST.get(key, 0.0)
 
 
 def batch_efficiency(tokens: int, device: str = "cpu") -> float:
@@ -236,7 +261,8 @@ def plan_levers(
         except DoesNotFit as e:
             errors.append(e)
             continue
-        cost = lever_cost(cfg, loss_chunk=chunk, recompute=k, context=T, device=device)
+        cost = lever_cost(cfg, loss_chunk=chunk, recompute=k, context=T, device=device,
+                          dtype=kwargs.get("autocast") or "float32")  # fmt: skip
         speed = batch_efficiency(batches.micro_batch * T, device) / (1 + cost)
         plans.append(LeverPlan(batches, cost, speed, cfg.n_layers))
     if not plans:
@@ -321,8 +347,8 @@ def format_plan(
     if len(plans) > 1:
         lines.append(
             "levers, each one that buys a larger micro-batch than the cheaper ones (cost: "
-            "predicted extra time per token, gptref.plan.planner.lever_cost; speed: predicted "
-            "tokens/s, relative)"
+            "predicted extra time per token, negative: faster, gptref.plan.planner.lever_cost; "
+            f"speed: predicted tokens/s, relative); {chunked_loss_source(device, dtype)}"
         )
         shown = frontier(plans)
         width = max(len(p.levers) for p in shown)
@@ -330,7 +356,7 @@ def format_plan(
             b = p.batches
             lines.append(
                 f"  {p.levers:<{width}}  micro-batch {b.micro_batch:>4} x {b.accumulation_steps:>4}"
-                f"  peak {format_bytes(b.predicted_peak):>10}  cost +{100 * p.cost:4.1f} %"
+                f"  peak {format_bytes(b.predicted_peak):>10}  cost {100 * p.cost:+5.1f} %"
                 f"  speed {p.speed:.3f}"
             )
     lines += [

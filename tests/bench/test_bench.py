@@ -213,3 +213,54 @@ def test_format_accuracy_summarises_each_lever_combination():
     text = format_accuracy(rows)
     assert "over all 4 rows: min 0.950, median 1.025, max 1.100" in text, text
     assert "- chunked loss (1024 rows), --recompute 1: 1 rows" in text, text
+
+
+def test_interleaved_paths_rotate_the_start_and_relate_every_row_to_the_first_and_the_ceiling():
+    """interleaved_paths: round r runs the variants from the (r mod n)-th on; a row's speed-up
+    is the median of its per-round ratios to the first variant (exactly 1 for the first), its
+    ceiling share tokens/s x FLOPs/token over the median ceiling; the table has a line per row."""
+    import statistics
+
+    from gptref.bench.inprocess import format_paths, interleaved_paths
+    from gptref.bench.measure import machine_info
+    from gptref.fast import REFERENCE
+
+    variants = {"ref": REFERENCE, "sdpa": REFERENCE.replace(attn="sdpa"),
+                "chunked": REFERENCE.replace(loss="chunked")}  # fmt: skip
+    got = interleaved_paths(variants, MICRO, None, 2, rounds=3, steps=1, ceiling_size=64,
+                            progress=False)  # fmt: skip
+    orders = [list(r["variants"]) for r in got["rounds"]]
+    assert orders == [["ref", "sdpa", "chunked"], ["sdpa", "chunked", "ref"],
+                      ["chunked", "ref", "sdpa"]], orders  # fmt: skip
+    rows = {r["variant"]: r for r in got["rows"]}
+    assert rows["ref"]["speedup"] == rows["ref"]["speedup_cpu"] == 1.0
+    ratios = [r["variants"]["sdpa"]["tokens_per_s"] / r["variants"]["ref"]["tokens_per_s"]
+              for r in got["rounds"]]  # fmt: skip
+    assert rows["sdpa"]["speedup"] == statistics.median(ratios)
+    ceiling = statistics.median(r["ceiling"]["wall"] for r in got["rounds"])
+    share = rows["chunked"]["tokens_per_s"] * flops_per_token(MICRO) / ceiling
+    assert rows["chunked"]["ceiling_share"] == pytest.approx(share, rel=1e-12)
+    assert got["flops_per_token"] == flops_per_token(MICRO)
+    table = format_paths({**got, "machine": machine_info(), "auto": "sdpa"})
+    assert table.splitlines()[0].startswith("CPU ") and "capability" in table.splitlines()[0]
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 2 + len(variants)
+
+
+@pytest.mark.slow
+def test_compile_cost_states_the_compile_time_apart_and_when_it_pays():
+    """compile_cost on a micro model: the eager and compiled rates and their ratio, the
+    compile time (> 0: the first compiled step compiles) and the break-even run length
+    consistent with them (compile_s x eager step / (eager step - compiled step))."""
+    from gptref.bench.inprocess import compile_cost
+    from gptref.fast import REFERENCE
+
+    row = compile_cost(REFERENCE, MICRO, None, 2, rounds=2)
+    assert row["compile_s"] > 0 and row["compile_cpu_s"] > 0, row
+    tokens = 2 * MICRO["context_length"]
+    eager, compiled = tokens / row["eager_tokens_per_s"], tokens / row["compiled_tokens_per_s"]
+    assert row["speedup"] == pytest.approx(eager / compiled)
+    if compiled < eager:
+        expected = row["compile_s"] * eager / (eager - compiled)
+        assert row["break_even_s"] == pytest.approx(expected), row
+    else:
+        assert row["break_even_s"] is None, row

@@ -24,9 +24,10 @@ marker, an HTML comment on the line right above its fence (an unmarked one fails
   same options); a ``print(...)`` line may end in a comment with what it prints (``# 9 1``),
   and then the printed lines must be those, in order.
 - ``<!-- readme-test: output -->`` above a plain fence: what the run block before it prints
-  on stdout. Compared line by line after every number is replaced by ``#`` (small settings
-  change the counts and losses, not what is said); a line ``...`` stands for any lines, and
-  ``...`` inside a line for any text (a sampled sentence).
+  on stdout. Compared line by line after every number, with its sign, is replaced by ``#``
+  and every run of spaces by one space (small settings, and another CPU, change the counts,
+  losses and costs and so the columns' alignment, not what is said); a line ``...`` stands
+  for any lines, and ``...`` inside a line for any text (a sampled sentence, a CPU's name).
 - ``<!-- readme-test: not run: REASON -->``: an example that cannot run here (a GPU, the
   network, an hour), with the reason on the page's source.
 
@@ -62,7 +63,9 @@ MARKER = re.compile(r"<!--\s*readme-test:\s*(.*?)\s*-->")
 FENCE = re.compile(r"^(\s*)(```+)\s*([\w+-]*)")
 EXAMPLE_LANGUAGES = ("bash", "python", "sh", "shell", "console")  # fences that need a marker
 OPTION = re.compile(r",\s*(?=small settings:|files:|in a checkout|needs:)")
-NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)*")
+# a number, with its sign where it starts a word ("cost -10.6 %", not "torch-2.13.0")
+NUMBER = re.compile(r"(?:(?<![^\s(\[])[+-])?\d[\d,]*(?:\.\d+)*")
+SPACES = re.compile(r" {2,}")
 VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"  # the book's copy, never ours
 VERDICT_SHA256 = "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f"
 UPDATE = os.environ.get("GPTREF_UPDATE_DOCS") == "1"
@@ -220,7 +223,7 @@ def expected_prints(block: Block) -> list[str] | None:
 
 
 def _normal(line: str) -> str:
-    return NUMBER.sub("#", line.rstrip())
+    return SPACES.sub(" ", NUMBER.sub("#", line.rstrip()))
 
 
 def output_pattern(shown: str) -> re.Pattern[str]:
@@ -298,18 +301,26 @@ def test_the_convention_finds_runs_outputs_and_settings():
 
 
 def test_an_output_block_matches_what_was_printed_up_to_numbers():
-    """Numbers may differ, ``...`` lines stand for any lines, ``...`` in a line for any text;
-    a line printed differently, or missing, does not match."""
+    """Numbers may differ (their signs too, and so the spaces that align a column), ``...``
+    lines stand for any lines, ``...`` in a line for any text; a line printed differently, or
+    missing, does not match."""
     shown = (
         "model: small (13.7M parameters)\nEp 1 (Step 000000): loss 10.5\n...\nsample: 'Every...'\n"
+        "  chunked loss   cost  +0.0 %  speed 0.984\n"
     )
-    printed = "model: small (3.2M parameters)\nEp 1 (Step 000000): loss 9.1\nEp 1 (Step 000004): loss 8.0\nsample: 'Every effort'\n"  # fmt: skip
+    printed = "model: small (3.2M parameters)\nEp 1 (Step 000000): loss 9.1\nEp 1 (Step 000004): loss 8.0\nsample: 'Every effort'\n  chunked loss   cost -10.6 %  speed 1.103\n"  # fmt: skip
     assert shows(shown, printed)
     for wrong in (
         printed.replace("small", "tiny"),
         printed.replace("sample: 'Every effort'\n", ""),
+        printed.replace("cost -10.6 %", "cost -10.6"),
+        printed.replace("chunked loss", "chunkedloss"),
     ):
         assert not shows(shown, wrong)
+    versions = "torch-2.13.0 GPT-2\n"
+    assert shows(versions, "torch-2.15.1 GPT-3\n")
+    for wrong in ("torch 2.15.1 GPT-3\n", "torch-2.15.1 GPT3\n"):  # a hyphen is no sign
+        assert not shows(versions, wrong)
 
 
 def test_an_output_block_is_rewritten_in_place(tmp_path):

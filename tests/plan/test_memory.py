@@ -297,11 +297,14 @@ def test_lever_choices_are_both_losses_times_every_recomputation():
     assert {c for c, _ in choices} == {None, 1024} and len(choices) == 26, choices
 
 
-def test_plan_for_124m_at_context_1024_chooses_levers_and_prints_their_costs():
+def test_plan_for_124m_at_context_1024_chooses_levers_and_prints_their_costs(monkeypatch):
     """The issue's example: gptref plan --memory 24GiB --target-batch 512 --preset 124M
     --context 1024 lists lever plans with their costs, and the run command carries the
-    chosen levers."""
+    chosen levers (on a CPU class whose chunked loss is not measured: its cost is 0)."""
+    from gptref.plan import planner
     from gptref.plan.planner import format_plan, plan
+
+    monkeypatch.setattr(planner, "device_class", lambda: "cpu of no measured class")
 
     chosen = plan("124M", "24GiB", 512, context=1024)
     text = format_plan("124M", "24GiB", 512, context=1024)
@@ -315,3 +318,21 @@ def test_plan_for_124m_at_context_1024_chooses_levers_and_prints_their_costs():
     )
     none = plan("124M", "24GiB", 512, context=1024, levers="none")
     assert (none.loss_chunk, none.recompute) == (None, 0), none
+
+
+@pytest.mark.parametrize(("cost", "chunked"), [(-0.081, True), (0.05, False)])
+def test_a_measured_chunked_loss_speed_up_makes_the_planner_choose_it(monkeypatch, cost, chunked):
+    """Where the chunked loss measures faster (cost < 0) the planner chooses it even when
+    the full loss fits the whole target batch; where it measures slower, not; the printed
+    plan names the measured cost and its device class."""
+    from gptref.plan import planner
+
+    monkeypatch.setattr(planner, "device_class", lambda: "cpu TEST")
+    monkeypatch.setitem(planner.CHUNKED_LOSS_COST, ("cpu TEST", "float32"), cost)
+    chosen = planner.plan("small", "24GiB", 8)
+    assert (chosen.loss_chunk is not None, chosen.recompute) == (chunked, 0), chosen
+    text = planner.format_plan("small", "24GiB", 8)
+    assert f"the chunked loss measured on cpu TEST in float32: {100 * cost:+.1f} %" in text, text
+    assert planner.lever_cost(GPT_CONFIG_124M, loss_chunk=1024) == cost
+    assert planner.lever_cost(GPT_CONFIG_124M, loss_chunk=1024, dtype="bfloat16") == 0.0
+    assert planner.lever_cost(GPT_CONFIG_124M, loss_chunk=1024, device="cuda") == 0.0

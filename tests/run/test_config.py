@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from gptref._check import FieldError
-from gptref.fast.paths import FAST, REFERENCE, FastPaths
+from gptref.fast.paths import FAST_BF16, FAST_FP32, REFERENCE, FastPaths
 from gptref.run.config import RunConfig, book, book_text_mismatch
 
 
@@ -86,10 +87,28 @@ def test_total_steps_is_epochs_times_batches_capped_by_max_steps(
 
 
 def test_model_config_applies_the_model_side_fast_paths():
-    run = RunConfig(preset="tiny", context=16, fast=FAST.replace(vocab_pad=64))
+    run = RunConfig(preset="tiny", context=16, fast=FAST_BF16.replace(vocab_pad=64))
     cfg = run.model_config()
     assert (cfg.context_length, cfg.attn_impl, cfg.fused_layers) == (16, "sdpa", True)
     assert cfg.vocab_pad_multiple == 64 and cfg.emb_dim == 32
+
+
+def test_the_fixed_bundles_are_the_ones_the_readme_names():
+    """FAST_BF16 (what FAST first meant): sdpa + bf16 autocast + fused AdamW + fused
+    LayerNorm/GELU, nothing else; FAST_FP32: the same in float32."""
+    changed = {f.name for f in dataclasses.fields(FastPaths) if getattr(FAST_BF16, f.name) != getattr(REFERENCE, f.name)}  # fmt: skip
+    assert changed == {"attn", "dtype", "optimizer", "fused_layers"}
+    assert (FAST_BF16.attn, FAST_BF16.dtype, FAST_BF16.optimizer) == ("sdpa", "bfloat16", "fused")
+    assert FAST_FP32 == FAST_BF16.replace(dtype="float32")
+
+
+def test_fast_is_the_choice_for_the_device_auto_picks():
+    """gptref.FAST (public API): choose_fast("auto")'s bundle, made on first use."""
+    import gptref
+    from gptref.fast.choice import choose_fast
+
+    assert gptref.FAST == choose_fast("auto").paths
+    assert gptref.FAST.dtype in ("float32", "bfloat16") and gptref.FAST.attn == "sdpa"
 
 
 def test_book_text_mismatch_accepts_the_books_copy_only(tmp_path, verdict_text):
