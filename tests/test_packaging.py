@@ -3,6 +3,7 @@ licensed packaging, no machine paths in shipped text, public names that are not 
 
 from __future__ import annotations
 
+import configparser
 import importlib
 import re
 import sys
@@ -50,8 +51,10 @@ def test_the_package_is_typed_and_licensed():
 
 
 def test_no_shipped_text_names_a_path_of_this_machine():
-    """README and package sources carry no absolute path of a developer's machine."""
-    shipped = [ROOT / "README.md", *Path(gptref.__file__).parent.rglob("*.py")]
+    """README, the documentation and package sources carry no absolute path of a developer's
+    machine."""
+    shipped = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"),
+               *Path(gptref.__file__).parent.rglob("*.py")]  # fmt: skip
     pattern = re.compile(r"/(work|root|home|tmp/pytest-of)[/-][\w./-]+")
     found = {str(p.relative_to(ROOT)): m.group(0) for p in shipped
              if (m := pattern.search(p.read_text(encoding="utf-8")))}  # fmt: skip
@@ -65,3 +68,25 @@ def test_the_functions_train_and_generate_shadow_no_module():
     step = importlib.import_module("gptref.step")
     assert gptref.train_step is step.train_step and callable(gptref.train_run)
     assert sorted(gptref.__all__) == sorted(set(gptref.__all__)) and "train_run" in gptref.__all__
+
+
+def test_tox_docs_installs_the_docs_extra():
+    """tox -e docs (no install of gptref, so no torch) takes exactly the `docs` extra's tools,
+    and builds the site with warnings as errors."""
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    deps = [line.strip() for line in tox["testenv:docs"]["deps"].splitlines() if line.strip()]
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert deps == extra["docs"]
+    assert tox["testenv:docs"]["commands"].split()[:3] == ["mkdocs", "build", "--strict"]
+
+
+def test_ci_runs_the_readmes_test_command():
+    """The README's set-up gives two commands, one running the main job and one the tests;
+    .ci/run runs that test command as it is written (its last step, after the installs)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    setup = readme[readme.index("## Set-up: two commands") :].split("\n## ", 1)[0]
+    commands = [line for line in setup.splitlines() if line.startswith("python3 -m venv")]
+    assert len(commands) == 2 and commands[0].endswith("&& gptref train"), commands
+    test_command = commands[1].rsplit("&& ", 1)[1]
+    assert test_command in (ROOT / ".ci" / "run").read_text().splitlines()
