@@ -150,6 +150,11 @@ def _build(home: Path, files: list[Path]) -> Installed:
     # install nothing here
     step([sys.executable, "-m", "pip", "--python", str(installed.python), "install", "-q",
           "--ignore-installed", "--no-deps", "--no-index", str(wheel)])  # fmt: skip
+    # torch's own console script, as a venv with torch installed has it (the docs run torchrun)
+    torchrun = installed.bin / "torchrun"
+    torchrun.write_text(f"#!{installed.python}\nimport sys\nfrom torch.distributed.run import main\n"
+                        "sys.exit(main())\n")  # fmt: skip
+    torchrun.chmod(0o755)
     if not (installed.bin / "gptref").is_file():
         pytest.fail(
             f"building the journeys' environment: {wheel.name} installed no "

@@ -5,7 +5,10 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # a wheel built and installed into a fresh venv (once a session)
 
 
 def test_the_journeys_import_gptref_from_the_installed_wheel_not_the_repository(installed, outside):

@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the console script of a wheel installed into a fresh venv
+
 
 @pytest.mark.parametrize(
     ("argv", "suggested", "help_of"),
@@ -46,7 +48,6 @@ def test_conformance_help_says_what_the_command_does(installed, outside):
     assert "skip, not fail" not in text, text
 
 
-@pytest.mark.slow  # imports torch
 def test_book_mode_on_a_text_that_is_not_the_books_warns(installed, outside):
     """``gptref train --book --text FILE`` where FILE is not the book's the-verdict.txt (by
     SHA-256): a warning line naming the file and where the book's copy is, before the run

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 TINY = ("--preset", "tiny", "--batch-size", "2", "--eval-iter", "1", "--no-sample")
+pytestmark = pytest.mark.slow  # gptref train runs, in subprocesses
 
 
 def _leftover_locks(run: Path) -> list[str]:
