@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import os
 import re
+import select
 import sys
 import types
 import typing
@@ -245,6 +246,17 @@ def _line_buffered(stream) -> None:
         stream.reconfigure(line_buffering=True)
 
 
+def _reader_gone(stream) -> bool:
+    """Whether ``stream`` is a pipe whose reader has closed it (``gptref train | head -n 1``
+    once ``head`` has its line): poll reports an error on such a pipe's write end."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parsed, extras = parser.parse_known_args(argv)
@@ -265,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning(command)
             return function(from_flags(args_cls, ns))
     except (ValueError, TypeError, OSError, FloatingPointError) as e:
+        if isinstance(e, BrokenPipeError) and _reader_gone(sys.stdout):
+            # the reader has what it wanted: stop quietly, as a shell tool stopped by SIGPIPE
+            # (and send what is still buffered nowhere, or Python's exit says it again)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 128 + 13
         if debug:
             raise
         if isinstance(e, FieldError) and e.name in flags:  # a setting: speak of its flag

@@ -546,6 +546,27 @@ def test_redirected_output_has_no_progress_bar_redraws(corpus, tmp_path):
     assert proc.stdout.count("Ep 1 (Step") == 2
 
 
+def test_a_reader_that_closes_the_pipe_stops_the_command_quietly(corpus, tmp_path):
+    """``gptref train ... | head -n 1``: once the reader has gone, the next line ends the
+    command with 141 (128 + SIGPIPE, as a shell tool) and nothing on stderr, no [Errno 32]."""
+    cmd = [sys.executable, "-m", "gptref", "train", "--text", str(corpus), "--preset", "tiny",
+           "--context", "16", "--batch-size", "4", "--eval-freq", "1", "--eval-iter", "1",
+           "--no-sample", "--max-steps", "100000", "--out", str(tmp_path / "r")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        status = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert first.strip(), stderr
+    assert status == 141, stderr
+    assert stderr == "", stderr
+
+
 def test_tensorboard_gets_the_scalars_of_metrics_jsonl(corpus, tmp_path):
     """--tensorboard: the same train/val losses and lr at the same steps as metrics.jsonl."""
     pytest.importorskip("tensorboard")
