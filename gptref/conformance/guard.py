@@ -97,6 +97,13 @@ class Guard:
     def uninstall(self) -> None:
         global _ACTIVE
         self._stop.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            # ended here, not during the interpreter's exit: a daemon thread that drops the
+            # last reference to a tensor while Python finalizes is killed inside torch's C++
+            # destructor, and the process aborts ("terminate called without an active
+            # exception") after a run that passed
+            self._watchdog.join(timeout=5)
+            self._watchdog = None
         if self._signal:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self._saved["handler"])
@@ -207,6 +214,7 @@ class Guard:
         while not self._stop.wait(0.25):
             deadline, frames = self.deadline, list(self._frames)
             if deadline is None or not frames or time.monotonic() < deadline + GRACE:
+                del frames  # hold no call's arguments (tensors) between looks
                 continue
             kind, describe = frames[-1]
             try:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 
 import pytest
 
+from gptref.conformance.guard import Guard
 from tests.helpers import ROOT, failures, module, shown, suite, variant
 
 BOOK = "from examples.book_style import *  # noqa: F403\n"
@@ -147,3 +149,17 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_uninstalling_the_guard_ends_its_watchdog_thread_before_it_returns():
+    """The watchdog ends when the guard is uninstalled, not at the interpreter's exit: a
+    daemon thread still alive then, dropping its last look at a call's tensors, is killed in
+    torch's C++ destructor and aborts a process whose run passed (1 in ~5 runs before)."""
+    guard = Guard(60.0).install()
+    try:
+        (watchdog,) = [t for t in threading.enumerate() if t.name == "gptref-guard"]
+        assert watchdog.is_alive()
+    finally:
+        guard.uninstall()
+    assert not watchdog.is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "gptref-guard"]
