@@ -160,6 +160,10 @@ def raised_by_implementation(e: Exception, impl: Implementation, guard) -> str |
     frames = [f for f in traceback.extract_tb(e.__traceback__) if _within(f.filename, roots)]
     if not frames:
         return None
+    if "\n  reproduce: " in str(
+        e
+    ):  # already the suite's own message (a time limit), listing included
+        return str(e)
     where = frames[-1]
     call = getattr(e, "_gptref_call", None)
     if call is not None:

@@ -64,7 +64,7 @@ FENCE = re.compile(r"^(\s*)(```+)\s*([\w+-]*)")
 EXAMPLE_LANGUAGES = ("bash", "python", "sh", "shell", "console")  # fences that need a marker
 OPTION = re.compile(r",\s*(?=small settings:|files:|in a checkout|needs:)")
 # a number, with its sign where it starts a word ("cost -10.6 %", not "torch-2.13.0")
-NUMBER = re.compile(r"(?:(?<![^\s(\[])[+-])?\d[\d,]*(?:\.\d+)*")
+NUMBER = re.compile(r"(?:(?<![^\s(\[])[+-])?\d+(?:,\d{3})*(?:\.\d+)*")
 SPACES = re.compile(r" {2,}")
 VERDICT = REPO.parent / "shared" / "data" / "the-verdict.txt"  # the book's copy, never ours
 VERDICT_SHA256 = "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f"
