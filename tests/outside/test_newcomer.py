@@ -52,7 +52,7 @@ def test_book_mode_on_a_text_that_is_not_the_books_warns(installed, outside):
     """``gptref train --book --text FILE`` where FILE is not the book's the-verdict.txt (by
     SHA-256): a warning line naming the file and where the book's copy is, before the run
     (here it then stops: the text is too short for the book's context)."""
-    (outside / "the-verdict.txt").write_text("I had always thought Jack Gisburn rather a cheap genius.\n")  # fmt: skip
+    (outside / "the-verdict.txt").write_text("A short story, but not the book's.\n")
     result = installed.gptref("train", "--book", "--text", "the-verdict.txt", cwd=outside)
     assert result.status == 2, result.log
     warning, error = result.stderr.splitlines()
